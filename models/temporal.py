@@ -1,0 +1,53 @@
+"""TemporalModel: the clip-level classifier wrapped around the I3D backbone."""
+from torch import nn
+
+import ops
+
+from .imagenet import load_imagenet
+from .resnet3d import DEPTHS, ResNet3D, block_widths
+
+
+def new_classifier(in_features, num_class):
+    fc = nn.Linear(in_features, num_class)
+    nn.init.normal_(fc.weight, 0, 0.001)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+class TemporalModel(nn.Module):
+    """(B, T*3, H, W) clips -> (B, num_class) logits, averaged over the T frame predictions.
+
+    With dropout > 0, `base_model.fc` is the Dropout and `new_fc` the classifier; with dropout 0,
+    `base_model.fc` is the classifier (the released layouts).
+    `pretrained`: None (random init), a path to a torchvision ResNet state_dict, or 'imagenet'.
+    """
+
+    def __init__(self, num_class, num_segments, op_code='conv3d', search=False, conv_config=None,
+                 backbone='resnet50', dropout=0.3, pretrained=None):
+        super().__init__()
+        if backbone not in DEPTHS:
+            raise ValueError(f"unknown backbone '{backbone}': choose one of {', '.join(DEPTHS)}")
+        if conv_config is not None:
+            ops.check_config(op_code, conv_config, block_widths(backbone))
+        self.num_segments = num_segments
+        self.op_code = op_code
+        build_op = ops.op_factory(op_code, search=search, conv_config=conv_config)
+        feature_dim = 512 * 4
+        fc = nn.Dropout(p=dropout) if dropout > 0 else new_classifier(feature_dim, num_class)
+        self.base_model = ResNet3D(backbone, build_op, fc)
+        if dropout > 0:
+            self.new_fc = new_classifier(feature_dim, num_class)
+        if pretrained is not None:
+            load_imagenet(self.base_model, backbone, pretrained)
+
+    def forward(self, x):
+        b = x.shape[0]
+        x = x.view(b, self.num_segments, 3, *x.shape[2:]).transpose(1, 2)
+        x = self.base_model(x)
+        if hasattr(self, 'new_fc'):
+            x = self.new_fc(x)
+        return x.view(b, self.num_segments, -1).mean(dim=1)
+
+    def cakes_ops(self):
+        """The searchable 3x3 operations (CAKES ops and dropout supernets) in network order."""
+        return [m for m in self.modules() if isinstance(m, (ops.CakesOp, ops.DropoutSupernetOp))]

@@ -1,0 +1,6 @@
+"""Replacements for the bottleneck's 3x3 convolution, chosen by op code."""
+from .cakes import CakesOp
+from .kernels import KERNEL_COST, KERNELS
+from .plain import PlainOp
+from .registry import CAKES_OPS, OP_CODES, check_config, op_factory, op_spec
+from .supernet import DropoutSupernetOp

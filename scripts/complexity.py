@@ -1,0 +1,50 @@
+"""Print the parameters and FLOPs of a model setting, e.g.
+    python scripts/complexity.py --op_code conv1_2_3d --conv_config CAKES123D_P --num_segments 8
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import ops  # noqa: E402
+from models import TemporalModel  # noqa: E402
+from utils.complexity import count_flops, count_params  # noqa: E402
+from utils.conv_config import resolve_conv_config  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--op_code', default='conv3d', choices=list(ops.OP_CODES))
+    p.add_argument('--conv_config', default='', help='a key of config.conv_configs or a conv_config.txt path')
+    p.add_argument('--search', action='store_true', help='count the supernet')
+    p.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet101'])
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--num_class', type=int, default=174)
+    p.add_argument('--json', action='store_true', help='end with a JSON line {"params": N, "flops": N}')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    conv_config = resolve_conv_config(args.conv_config)
+    # The meta device counts shapes without computing; a dropout supernet's channel choice needs values.
+    with torch.device('cpu' if ops.op_spec(args.op_code).family == 'dropout' else 'meta'):
+        model = TemporalModel(args.num_class, args.num_segments, op_code=args.op_code, search=args.search,
+                              conv_config=conv_config, backbone=args.arch)
+    params, flops = count_params(model), count_flops(model, args.num_segments, args.input_size)
+    name = args.op_code + (f' [{args.conv_config}]' if args.conv_config else '') + (' search' if args.search else '')
+    print(f'{"setting":<40} {"params (M)":>11} {"GFLOPs":>9}')
+    print(f'{name:<40} {params / 1e6:>11.3f} {flops / 1e9:>9.2f}')
+    print(f'({args.arch}, {args.num_segments} frames, {args.input_size}x{args.input_size}, {args.num_class} classes)')
+    if args.json:
+        print(json.dumps({'params': params, 'flops': flops}))
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -1,0 +1,20 @@
+"""Parameter and FLOP counts with the SPEC's convention (FlopCounterMode over one eval forward)."""
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model, num_segments, input_size=224):
+    """FLOPs of one eval forward of a (1, T*3, S, S) clip. Runs on the meta device when the model is
+    there, which counts the same shapes without computing anything."""
+    device = next(model.parameters()).device
+    clip = torch.zeros(1, num_segments * 3, input_size, input_size, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(clip)
+    model.train(was_training)
+    return counter.get_total_flops()
