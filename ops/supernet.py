@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kernels import inflate, make_conv
+from .search import kept_channels
 
 
 class DropoutSupernetOp(nn.Module):
@@ -41,11 +42,8 @@ class DropoutSupernetOp(nn.Module):
             return torch.cat([first.sort().values, second.sort().values])
         return torch.randperm(n * c)[:c].sort().values
 
-    def eval_channels(self):
-        return self.norm.weight.detach().abs().topk(self.width).indices.sort().values
-
     def forward(self, x):
-        index = self.sample_channels() if self.training else self.eval_channels()
+        index = self.sample_channels() if self.training else kept_channels(self)
         index = index.to(x.device)
         outputs = []
         for b, branch in enumerate(self.convs):

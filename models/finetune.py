@@ -1,0 +1,54 @@
+"""`--finetune`: start a pruned network from the channels of a supernet that pruning keeps."""
+from ops import CakesOp, KERNELS
+from ops.search import kept_indices
+from utils.checkpoint import load_weights
+from utils.errors import UsageError
+
+KIND_OF_SIZE = {size: kind for kind, (size, _) in KERNELS.items()}
+BN_ENTRIES = ('weight', 'bias', 'running_mean', 'running_var')
+
+
+def init_from_supernet(model, supernet_state):
+    """Load `supernet_state` (a sparsity or dropout supernet, no `module.` prefix) into the pruned `model`.
+
+    For every CAKES op: each branch takes the kept filters of the supernet branch of the same kind, the
+    BN the kept entries, and conv3 the matching input columns (a dropout supernet's conv3 already reads
+    C channels, the kept ones in order). Everything else is copied as it is.
+    """
+    state = dict(supernet_state)
+    dropout = any('.convT.norm.' in k for k in state)
+    for name, op in model.named_modules():
+        if isinstance(op, CakesOp):
+            _take_kept(state, name, op, dropout)
+    load_weights(model, state)
+
+
+def _take_kept(state, name, op, dropout):
+    bn = f'{name}.norm.' if dropout else f'{name}.out.0.'
+    if bn + 'weight' not in state:
+        raise UsageError(f'--finetune checkpoint has no supernet BN {bn}weight: give a checkpoint of a '
+                         '--search run (sparsity or dropout supernet)')
+    branches = []
+    while f'{name}.convs.{len(branches)}.0.weight' in state:
+        branches.append(state.pop(f'{name}.convs.{len(branches)}.0.weight'))
+    kinds = [KIND_OF_SIZE[tuple(w.shape[2:])] for w in branches]
+    width = branches[0].shape[0]
+    kept = kept_indices(state[bn + 'weight'], len(branches))
+    for j, (kind, planned) in enumerate(zip(op.kinds, op.widths)):
+        if kind not in kinds:
+            raise UsageError(f'--finetune: {name} has a {kind} branch that the supernet lacks: '
+                             'use the op code the supernet was searched with')
+        b = kinds.index(kind)
+        local = kept[(kept >= b * width) & (kept < (b + 1) * width)] - b * width
+        if len(local) != planned:
+            found = {k: int(((kept >= i * width) & (kept < (i + 1) * width)).sum()) for i, k in enumerate(kinds)}
+            raise UsageError(f'--finetune: {name} keeps {found} in the supernet but --conv_config gives '
+                             f'{dict(zip(op.kinds, op.widths))}: use the conv_config that --prune wrote '
+                             'for this checkpoint')
+        state[f'{name}.convs.{j}.0.weight'] = branches[b][local]
+    for entry in BN_ENTRIES:
+        state[f'{name}.out.0.{entry}'] = state.pop(bn + entry)[kept]
+    state[f'{name}.out.0.num_batches_tracked'] = state.pop(bn + 'num_batches_tracked')
+    if not dropout:
+        conv3 = name.rsplit('.', 1)[0] + '.conv3.weight'
+        state[conv3] = state[conv3][:, kept]
