@@ -127,7 +127,7 @@ def make_loader(args, split):
                                      input_size=args.input_size)
     train = split == 'train'
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=train, drop_last=train,
-                                       num_workers=args.workers, pin_memory=True)
+                                       num_workers=args.workers, pin_memory=torch.cuda.is_available())
 
 
 def resume(args, model, log):

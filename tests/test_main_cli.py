@@ -1,0 +1,146 @@
+"""main.py end to end on tiny synthetic data: search, prune, retrain, finetune, evaluate, resume, errors."""
+import ast
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import main
+from datasets.synthetic import make_synthetic_data
+from utils.cli import run_cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = 'I3D_somethingv1_resnet50_segment2_'
+LAYOUTS = json.load(open(os.path.join(REPO, 'tests', 'data', 'checkpoint_keys.json')))['settings']
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('ssv1'))
+    make_synthetic_data(root, train=4, val=3, frames=6)
+    return root
+
+
+def cli(data, out, *extra):
+    """Run main.py in-process with tiny settings; returns what it printed."""
+    argv = ['--root_path', data, '--checkpoint_dir', str(out), '--num_segments', '2', '--input_size', '48',
+            '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none', '--epochs', '1', '--warm', '0', *extra]
+    run_cli(main.main, argv)
+
+
+def checkpoint(out, name='checkpoint'):
+    return os.path.join(str(out), 'checkpoint', f'{RUN}_{name}.pth.tar')
+
+
+@pytest.fixture(scope='module')
+def searched(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('search')
+    cli(data, out, '--op_code', 'conv1_2_3d', '--search', '-sr', '--s', '0.001', '--reweight')
+    return out
+
+
+def test_search_writes_the_released_checkpoint_and_log(searched, capsys):
+    ckpt = torch.load(checkpoint(searched), map_location='cpu', weights_only=True)
+    assert set(ckpt) >= {'epoch', 'arch', 'state_dict', 'best_prec1'}
+    assert ckpt['epoch'] == 1 and ckpt['arch'] == 'resnet50'
+    layout = [[k, list(v.shape)] for k, v in ckpt['state_dict'].items()]
+    assert layout == LAYOUTS['conv1_2_3d|search=1|config=-']
+    log = open(os.path.join(str(searched), 'log', RUN + '.csv')).read()
+    assert 'Epoch: [0][0/2], lr: ' in log and '\tPrec@5 ' in log
+    assert 'Testing Results: Prec@1 ' in log and 'Best Prec@1: 0.000' in log
+
+
+def test_prune_writes_a_plain_int_config(searched, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli('unused', searched, '--op_code', 'conv1_2_3d', '--search', '--prune', '--prune_model_path',
+        checkpoint(searched))
+    text = open(tmp_path / 'conv_config.txt').read()
+    config = ast.literal_eval(text)
+    assert len(config) == 16 and list(config[0]) == ['kxkxk', '1xkxk', 'kx1x1']
+    assert [sum(b.values()) for b in config] == [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
+    assert 'tensor' not in text and text.strip() in capsys.readouterr().out
+
+
+def test_retrain_finetune_evaluate_and_resume(data, searched, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli(data, searched, '--op_code', 'conv1_2_3d', '--search', '--prune', '--prune_model_path', checkpoint(searched))
+    out = tmp_path / 'ft'
+    common = ('--op_code', 'conv1_2_3d', '--conv_config', 'conv_config.txt')
+    cli(data, out, *common, '--finetune', checkpoint(searched))
+    capsys.readouterr()
+    cli(data, out, *common, '--resume', checkpoint(out), '--evaluate')
+    printed = capsys.readouterr().out.splitlines()
+    results = [line for line in printed if line.startswith('Testing Results: ')]
+    assert len(results) == 1
+    at = printed.index(results[0])
+    assert printed[at + 1] == '' and printed[at + 2].startswith('Best Prec@1: ')
+    # Resume continues at the saved epoch with the saved best accuracy.
+    cli(data, out, *common, '--resume', checkpoint(out), '--epochs', '2')
+    printed = capsys.readouterr().out
+    assert 'Epoch: [1][0/2]' in printed and 'Epoch: [0]' not in printed
+    assert torch.load(checkpoint(out), weights_only=True)['epoch'] == 2
+
+
+def test_checkpoint_without_module_prefix_and_legacy_format_loads(data, searched, tmp_path, capsys):
+    ckpt = torch.load(checkpoint(searched), weights_only=True)
+    ckpt['state_dict'] = {k[len('module.'):]: v for k, v in ckpt['state_dict'].items()}
+    ckpt['best_prec1'] = torch.tensor(12.5)  # released checkpoints store a 0-d tensor
+    path = str(tmp_path / 'legacy.pth.tar')
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    cli(data, tmp_path, '--op_code', 'conv1_2_3d', '--search', '--resume', path, '--evaluate')
+    assert 'Best Prec@1: 12.500' in capsys.readouterr().out
+
+
+def test_dropout_supernet_search_skips_validation_and_prunes(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli(data, tmp_path, '--op_code', 'convst_dropout', '--search')
+    assert 'Testing Results' not in capsys.readouterr().out
+    ckpt = torch.load(checkpoint(tmp_path), weights_only=True)
+    assert float(ckpt['best_prec1']) == 0
+    cli(data, tmp_path, '--op_code', 'convst_dropout', '--search', '--prune', '--prune_model_path',
+        checkpoint(tmp_path))
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert all(list(b) == ['kxkxk', '1xkxk'] for b in config)
+    cli(data, tmp_path / 'ft', '--op_code', 'convst', '--conv_config', 'conv_config.txt',
+        '--finetune', checkpoint(tmp_path))
+
+
+ERRORS = [
+    (['--op_code', 'conv9d'], 'unknown op code'),
+    (['--op_code', 'conv1_2_3d', '--conv_config', 'NOPE'], 'CAKES123D_P'),
+    (['--op_code', 'conv1_2_3d', '--search', '--prune'], '--prune_model_path'),
+    (['--op_code', 'conv1_2_3d', '--search', '--conv_config', 'CAKES123D_P'], '--search'),
+    (['--op_code', 'conv3d', '-sr'], 'CAKES'),
+    (['--op_code', 'conv1_2_3d', '--search', '--reweight'], '-sr'),
+    (['--op_code', 'conv1_2_3d_dropout'], '--search'),
+    (['--op_code', 'conv1_2_3d', '--resume', 'missing.pth.tar', '--evaluate'], 'missing.pth.tar'),
+    (['--op_code', 'conv1_2d', '--conv_config', 'CAKES123D_P'], 'block 0'),
+]
+
+
+@pytest.mark.parametrize('argv, needle', ERRORS, ids=[' '.join(a) for a, _ in ERRORS])
+def test_bad_input_is_one_line_and_exit_status_2(data, tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(data, tmp_path, *argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and needle in err[0]
+
+
+def test_wrong_architecture_checkpoint_names_the_mismatch(data, searched, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli(data, tmp_path, '--op_code', 'convst', '--search', '--resume', checkpoint(searched), '--evaluate')
+    err = capsys.readouterr().err
+    assert 'unexpected' in err and '3D/2D/1D' in err
+
+
+def test_a_real_process_reports_missing_data_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'main.py'), '--root_path', str(tmp_path),
+                             '--checkpoint_dir', str(tmp_path / 'out'), '--pretrained', 'none'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr and 'category' in result.stderr
