@@ -34,14 +34,22 @@ def read_state_dict(path):
 
 def inflate_resnet(backbone3d, state2d):
     """Copy a 2D ResNet state_dict into the 3D backbone, key by key (the 2D `fc` is not used)."""
+    arch = backbone3d.arch
+    with torch.device('meta'):
+        expected = {k for k in torchvision.models.get_model(arch).state_dict() if not k.startswith('fc.')}
+    given = {k for k in state2d if not k.startswith('fc.')}
+    if given != expected:
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        raise UsageError(f"pretrained weights are not a torchvision {arch} state_dict (missing: "
+                         f"{', '.join(missing[:3]) or '-'}; unexpected: {', '.join(unexpected[:3]) or '-'}): "
+                         f"give the {arch} weights, 'imagenet' or 'none'")
     try:
         with torch.no_grad():
-            for key, value in state2d.items():
-                if not key.startswith('fc.'):
-                    _load_key(backbone3d, key, value)
-    except (KeyError, AttributeError, IndexError, RuntimeError) as e:
-        raise UsageError(f"pretrained weights do not fit this backbone ({type(e).__name__}: {e}): "
-                         "give the state_dict of the torchvision ResNet of the same depth") from None
+            for key in sorted(given):
+                _load_key(backbone3d, key, state2d[key])
+    except RuntimeError as e:
+        raise UsageError(f"pretrained weights do not fit the {arch} backbone ({e}): give the state_dict of "
+                         f"the torchvision {arch}") from None
 
 
 def _load_key(backbone3d, key, value):

@@ -48,6 +48,7 @@ class ResNet3D(nn.Module):
 
     def __init__(self, backbone, build_op, fc):
         super().__init__()
+        self.arch = backbone
         self.conv1 = nn.Conv3d(3, 64, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
