@@ -1,0 +1,118 @@
+"""Where each dataset keeps its files, and the video lists: read for the loader, written by the tools."""
+import os
+import sys
+from typing import NamedTuple
+
+from utils.errors import UsageError
+
+MIN_FRAMES = 3  # shorter videos are dropped from a list, as in the released code
+
+
+class Layout(NamedTuple):
+    category: str  # paths relative to the dataset root
+    train_list: str
+    val_list: str
+    frames: str
+    frame_name: str  # file name of a 1-based frame index
+    tool: str  # the script that makes the lists
+
+    def split_list(self, split):
+        return self.train_list if split == 'train' else self.val_list
+
+    def describe(self, dataset):
+        lists = ', '.join((self.category, self.train_list, self.val_list))
+        return (f'the {dataset} layout expects ROOT/{{{lists}}} and frames in '
+                f'ROOT/{self.frames}/FOLDER/{self.frame_name.format(1)} (make the lists with {self.tool})')
+
+
+_V1 = 'something-something-v1/'
+LAYOUTS = {
+    'somethingv1': Layout(_V1 + 'category.txt', _V1 + 'train_videofolder.txt', _V1 + 'val_videofolder.txt',
+                          _V1 + '20bn-something-something-v1', '{:05d}.jpg', 'scripts/gen_lists_somethingv1.py'),
+    'somethingv2': Layout('category.txt', 'train_video_folder.txt', 'val_video_folder.txt',
+                          '20bn-something-something-v2-frames', '{:06d}.jpg', 'scripts/gen_lists_somethingv2.py'),
+}
+
+
+class Video(NamedTuple):
+    folder: str
+    num_frames: int
+    label: int
+
+
+def get_layout(dataset):
+    if dataset not in LAYOUTS:
+        raise UsageError(f"unknown dataset '{dataset}': choose one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[dataset]
+
+
+def existing_path(dataset, root_path, relative, what):
+    """`root_path/relative`, or a UsageError naming it and the expected layout when it is missing."""
+    path = os.path.join(root_path, relative)
+    if not os.path.exists(path):
+        raise UsageError(f'missing {what} {path}: {get_layout(dataset).describe(dataset)}')
+    return path
+
+
+def read_categories(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_list(path, num_classes):
+    """The videos of a `FOLDER NUM_FRAMES LABEL` list that have at least MIN_FRAMES frames."""
+    videos = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            video = _parse_row(line, f'{path}:{number}')
+            if not 0 <= video.label < num_classes:
+                raise UsageError(f'{path}:{number}: label {video.label} is outside the {num_classes} categories')
+            if video.num_frames >= MIN_FRAMES:
+                videos.append(video)
+    return videos
+
+
+def _parse_row(line, where):
+    fields = line.split()
+    try:
+        folder, num_frames, label = fields
+        return Video(folder, int(num_frames), int(label))
+    except ValueError:
+        raise UsageError(f"{where}: expected 'FOLDER NUM_FRAMES LABEL', got {line.strip()!r}") from None
+
+
+def count_frames(folder):
+    return sum(1 for entry in os.scandir(folder) if entry.name.endswith('.jpg'))
+
+
+def write_lines(path, lines):
+    with open(path, 'w') as f:
+        f.writelines(line + '\n' for line in lines)
+
+
+def video_rows(frames_dir, entries):
+    """`FOLDER NUM_FRAMES LABEL` for each (folder, label) that has a frame folder; the others are reported."""
+    if not os.path.isdir(frames_dir):
+        raise UsageError(f'missing frame folder {frames_dir}: unpack or extract the frames there first')
+    rows, missing = [], []
+    for folder, label in entries:
+        frame_folder = os.path.join(frames_dir, folder)
+        if os.path.isdir(frame_folder):
+            rows.append(f'{folder} {count_frames(frame_folder)} {label}')
+        else:
+            missing.append(folder)
+    if missing:
+        shown = ', '.join(missing[:10]) + (', ...' if len(missing) > 10 else '')
+        print(f'warning: left out {len(missing)} listed videos without a frame folder in {frames_dir}: {shown}',
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def write_lists(root, layout, categories, train_rows, val_rows):
+    """Write the category file and both lists where `layout` keeps them under root."""
+    for relative, lines in ((layout.category, categories), (layout.train_list, train_rows),
+                            (layout.val_list, val_rows)):
+        os.makedirs(os.path.dirname(os.path.join(root, relative)), exist_ok=True)
+        write_lines(os.path.join(root, relative), lines)

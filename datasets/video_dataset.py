@@ -1,0 +1,107 @@
+"""The clip dataset: sampling, robust frame loading and the transforms, one clip per video."""
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+from datasets.sampling import train_indices, val_indices
+from datasets.transforms import normalize, train_transform, val_transform
+from utils.errors import UsageError
+
+MAX_TRIES = 100  # unusable videos in a row before giving up on the frame folder
+
+
+def warn(message):
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def decode_frame(path):
+    """(3, H, W) uint8 RGB, or None when the file is missing or not a readable JPEG."""
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of TorchCodec, a new dependency; they
+            # stay the fastest JPEG path available here (libjpeg-turbo straight into a tensor).
+            warnings.simplefilter('ignore', DeprecationWarning)
+            return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return None
+
+
+def stack_channels_last(frames):
+    """(T, 3, H, W) with channels innermost in memory (decode_jpeg's own layout): interpolation is fastest so."""
+    return torch.stack([frame.permute(1, 2, 0) for frame in frames]).permute(0, 3, 1, 2)
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """(clip, label) per video: clip (T*3, S, S), float32 normalised or, with uint8, raw RGB."""
+
+    def __init__(self, videos, frames_dir, frame_name, num_segments, input_size, train, uint8):
+        self.videos = videos
+        self.frames_dir = frames_dir
+        self.frame_name = frame_name
+        self.num_segments = num_segments
+        self.input_size = input_size
+        self.train = train
+        self.uint8 = uint8
+        # corrupt frames, missing videos; shared memory so that DataLoader workers add to the same counts
+        self._problems = torch.zeros(2, dtype=torch.int64).share_memory_()
+
+    def __len__(self):
+        return len(self.videos)
+
+    def __getitem__(self, index):
+        frames, label = self._load_usable(index)
+        if self.train:
+            frames, label = train_transform(frames, label, self.input_size)
+        else:
+            frames = val_transform(frames, self.input_size)
+        clip = frames if self.uint8 else normalize(frames)
+        return clip.reshape(-1, self.input_size, self.input_size), label
+
+    def problem_counts(self):
+        corrupt, missing = self._problems.tolist()
+        return {'corrupt_frames': corrupt, 'missing_videos': missing}
+
+    def reset_problem_counts(self):
+        self._problems.zero_()
+
+    def sample(self, video):
+        pick = train_indices if self.train else val_indices
+        return pick(video.num_frames, self.num_segments)
+
+    def frame_path(self, video, index):
+        return os.path.join(self.frames_dir, video.folder, self.frame_name.format(index))
+
+    def _load_usable(self, index):
+        """Frames and label of the video, or of a random other one while a video is unusable."""
+        for _ in range(MAX_TRIES):
+            video = self.videos[index]
+            frames = self._load(video)
+            if frames is not None:
+                return frames, video.label
+            self._problems[1] += 1
+            index = (index + 1 + np.random.randint(max(len(self.videos) - 1, 1))) % len(self.videos)
+        raise UsageError(f'no usable video in {MAX_TRIES} tries in {self.frames_dir}: check the frame folders')
+
+    def _load(self, video):
+        """(T, 3, H, W) uint8 frames; unreadable ones replaced by frame 1; None without a folder or frame 1."""
+        folder = os.path.join(self.frames_dir, video.folder)
+        if not os.path.isdir(folder):
+            warn(f'missing video folder {folder}, using another video')
+            return None
+        indices = self.sample(video)
+        decoded = {index: decode_frame(self.frame_path(video, index)) for index in set(indices)}
+        unreadable = [index for index, frame in decoded.items() if frame is None]
+        if unreadable:
+            first = decoded[1] if 1 in decoded else decode_frame(self.frame_path(video, 1))
+            if first is None:
+                warn(f'unreadable frame {self.frame_path(video, 1)}, using another video')
+                return None
+            for index in unreadable:
+                warn(f'unreadable frame {self.frame_path(video, index)}, using frame 1')
+                decoded[index] = first
+            self._problems[0] += len(unreadable)
+        return stack_channels_last([decoded[index] for index in indices])
