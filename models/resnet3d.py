@@ -1,6 +1,8 @@
 """The I3D ResNet backbone: a 2D ResNet with 3D convolutions, never any temporal stride."""
 from torch import nn
 
+from ops.kernels import Conv3d
+
 DEPTHS = {'resnet50': (3, 4, 6, 3), 'resnet101': (3, 4, 23, 3)}
 WIDTHS = (64, 128, 256, 512)
 EXPANSION = 4
@@ -12,7 +14,7 @@ def block_widths(backbone):
 
 
 def pointwise(in_channels, out_channels, stride=1):
-    return nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False)
+    return Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False)
 
 
 class Bottleneck(nn.Module):
@@ -49,7 +51,7 @@ class ResNet3D(nn.Module):
     def __init__(self, backbone, build_op, fc):
         super().__init__()
         self.arch = backbone
-        self.conv1 = nn.Conv3d(3, 64, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
+        self.conv1 = Conv3d(3, 64, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))

@@ -1,4 +1,5 @@
 """TemporalModel: the clip-level classifier wrapped around the I3D backbone."""
+import torch
 from torch import nn
 
 import ops
@@ -31,6 +32,7 @@ class TemporalModel(nn.Module):
             ops.check_config(op_code, conv_config, block_widths(backbone))
         self.num_segments = num_segments
         self.op_code = op_code
+        self.channels_last = False
         build_op = ops.op_factory(op_code, search=search, conv_config=conv_config)
         feature_dim = 512 * 4
         fc = nn.Dropout(p=dropout) if dropout > 0 else new_classifier(feature_dim, num_class)
@@ -40,9 +42,16 @@ class TemporalModel(nn.Module):
         if pretrained is not None:
             load_imagenet(self.base_model, backbone, pretrained)
 
+    def use_channels_last(self, enabled=True):
+        """Run in the channels_last_3d memory format (same function; faster on CPU and tensor cores)."""
+        self.channels_last = enabled
+        return self.to(memory_format=torch.channels_last_3d if enabled else torch.contiguous_format)
+
     def forward(self, x):
         b = x.shape[0]
         x = x.view(b, self.num_segments, 3, *x.shape[2:]).transpose(1, 2)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         x = self.base_model(x)
         if hasattr(self, 'new_fc'):
             x = self.new_fc(x)

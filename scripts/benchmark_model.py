@@ -1,0 +1,115 @@
+"""Time the eval forward and the train step of model settings, per clip, with each implementation.
+
+    python scripts/benchmark_model.py --settings conv3d conv1_2_3d:CAKES123D_P --num_segments 8
+
+Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per branch, concatenation,
+BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory format; `folded`
+(eval only) also folds every BN into the convolution before it. GFLOP/s counts the FLOPs of the
+forward (FlopCounterMode) for eval, and three times them for a train step (forward plus the two
+gradient convolutions). Runs on CUDA when it is available.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from models import TemporalModel  # noqa: E402
+from models.inference import fold_batchnorm  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.complexity import count_flops  # noqa: E402
+from utils.conv_config import resolve_conv_config  # noqa: E402
+
+IMPLS = ('plain', 'channels_last', 'folded')
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--settings', nargs='+', default=['conv3d', 'conv1_2_3d:CAKES123D_P'],
+                   help='OP_CODE or OP_CODE:CONV_CONFIG')
+    p.add_argument('--impls', nargs='+', default=list(IMPLS), choices=IMPLS)
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--batch', type=int, default=1, help='clips per forward')
+    p.add_argument("--repeats", type=int, default=5, help="timed runs; the fastest is reported (robust to other load)")
+    p.add_argument('--no_train', action='store_true', help='time the eval forward only')
+    p.add_argument('--json', action='store_true', help='end with one JSON line holding every figure')
+    return p.parse_args(argv)
+
+
+def best_seconds(fn, repeats, device):
+    fn()  # warm-up: first-call allocations and kernel selection
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def prepared(model, impl, train):
+    if impl == 'folded' and not train:
+        model = fold_batchnorm(model)
+    if impl in ('channels_last', 'folded'):
+        model.use_channels_last()
+    return model.train(train)
+
+
+def time_setting(setting, args, device):
+    op_code, _, key = setting.partition(':')
+    torch.manual_seed(0)
+    base = TemporalModel(174, args.num_segments, op_code=op_code, conv_config=resolve_conv_config(key))
+    flops = count_flops(base, args.num_segments, args.input_size)
+    clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
+    rows = []
+    for impl in args.impls:
+        for train in ((False,) if args.no_train else (False, True)):
+            if impl == 'folded' and train:
+                continue
+            model = prepared(base.to(device), impl, train)
+            if train:
+                def step():
+                    model.zero_grad(set_to_none=True)
+                    model(clip).sum().backward()
+            else:
+                def step():
+                    with torch.no_grad():
+                        model(clip)
+            seconds = best_seconds(step, args.repeats, device) / args.batch
+            work = flops * (3 if train else 1)
+            rows.append({'setting': setting, 'impl': impl, 'mode': 'train' if train else 'eval',
+                         'ms_per_clip': seconds * 1e3, 'gflops_per_s': work / seconds / 1e9})
+            base.use_channels_last(False)
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    print(f'device {device}, {torch.get_num_threads()} threads, {args.num_segments}x{args.input_size}x'
+          f'{args.input_size} clips, batch {args.batch}, best of {args.repeats}')
+    print(f'{"setting":<28} {"impl":<14} {"mode":<6} {"ms/clip":>9} {"GFLOP/s":>8} {"vs plain":>9}')
+    rows = []
+    for setting in args.settings:
+        for row in time_setting(setting, args, device):
+            plain = next((r for r in rows + [row] if r['setting'] == setting and r['impl'] == 'plain'
+                          and r['mode'] == row['mode']), None)
+            ratio = row['ms_per_clip'] / plain['ms_per_clip'] if plain else float('nan')
+            row['vs_plain'] = ratio
+            rows.append(row)
+            print(f"{setting:<28} {row['impl']:<14} {row['mode']:<6} {row['ms_per_clip']:>9.1f} "
+                  f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f}", flush=True)
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == '__main__':
+    run_cli(main)
