@@ -2,6 +2,11 @@
 
     CUDA_VISIBLE_DEVICES=0,...,7 python main.py --root_path PATH --dataset somethingv1 \
         --checkpoint_dir DIR --type I3D --arch resnet50 --num_segments 8 -b 96 --lr 0.04 --op_code conv1_2_3d ...
+
+On SIGTERM or SIGINT, training finishes its iteration, saves CKPT_DIR/checkpoint/RUN_checkpoint.pth.tar and exits
+with 128 + the signal (143 for SIGTERM: not finished, so schedulers requeue). `--resume` (or `--auto_resume` in a
+requeued job) continues from the batch it stopped at, with the optimizer and RNG states: with `--seed` and
+`-j 0` on the CPU, the result equals an uninterrupted run.
 """
 import argparse
 import os
@@ -19,6 +24,8 @@ from utils.conv_config import resolve_conv_config
 from utils.errors import UsageError
 from utils.log import RunLog
 from utils.loop import train_epoch, unwrap, validate
+from utils.preempt import StopRequest, ignore_stop_signals
+from utils.resume import EpochSampler, restore_rng, rng_state, seed_everything
 from utils.schedule import make_optimizer
 
 
@@ -44,7 +51,8 @@ def build_parser():
     p.add_argument('--print-freq', '-p', type=int, default=20, help='iterations between printed lines')
     p.add_argument('--eval-freq', '-ef', type=int, default=1, help='epochs between validations')
     p.add_argument('-j', '--workers', type=int, default=16, help='data loader workers')
-    p.add_argument('--resume', default='', help='checkpoint to continue from (weights, epoch, best_prec1)')
+    p.add_argument('--resume', default='', help='checkpoint to continue from (weights, epoch, best_prec1; '
+                   'from this project also the optimizer, the position in the epoch and the RNG states)')
     p.add_argument('-e', '--evaluate', action='store_true', help='validate once and exit')
     p.add_argument('--start-epoch', type=int, default=0)
     p.add_argument('--checkpoint_dir', required=True, help='logs and checkpoints go below it')
@@ -61,6 +69,11 @@ def build_parser():
     p.add_argument('--input_size', type=int, default=224, help='crop size (224 as released; smaller for tests)')
     p.add_argument('--pretrained', default='imagenet',
                    help="'imagenet', 'none' or a torchvision ResNet state_dict file; used only from scratch")
+    p.add_argument('--seed', type=int, default=None,
+                   help='seed python, numpy and torch: with -j 0 on the CPU the run is reproducible')
+    p.add_argument('--auto_resume', action='store_true',
+                   help="continue from this run's own CKPT_DIR/checkpoint/RUN_checkpoint.pth.tar when it exists, "
+                        'else start fresh (for jobs that get requeued)')
     return p
 
 
@@ -87,6 +100,17 @@ def check_args(args):
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
+    if args.auto_resume and args.resume:
+        raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
+
+
+def check_batch(batch_size, gpus):
+    """nn.DataParallel splits every batch across the visible GPUs: each needs at least one sample."""
+    if batch_size < 1:
+        raise UsageError(f'-b {batch_size}: the batch size must be at least 1')
+    if batch_size < gpus:
+        raise UsageError(f'-b {batch_size} is smaller than the {gpus} visible GPUs (each needs a sample of the '
+                         f'batch): raise -b to at least {gpus} or make fewer GPUs visible with CUDA_VISIBLE_DEVICES')
 
 
 def run_name(args):
@@ -123,34 +147,129 @@ def pretrained_source(args):
 
 
 def make_loader(args, split):
+    """Validation in list order; training shuffled by an EpochSampler, whose order a resumed run replays.
+
+    Each loader draws its worker seeds from a generator of its own, never from torch's global RNG, so that
+    validating does not change the random numbers the next epoch trains with (nor does resuming).
+    """
     dataset = datasets.build_dataset(args.dataset, args.root_path, split, args.num_segments,
                                      input_size=args.input_size)
-    train = split == 'train'
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=train, drop_last=train,
-                                       num_workers=args.workers, pin_memory=torch.cuda.is_available())
+    common = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=torch.cuda.is_available(),
+                  worker_init_fn=ignore_stop_signals)
+    if split == 'val':
+        return torch.utils.data.DataLoader(dataset, shuffle=False, generator=torch.Generator(), **common)
+    if len(dataset) < args.batch_size:
+        raise UsageError(f'the training list has {len(dataset)} usable videos, fewer than -b {args.batch_size}: '
+                         'not one full batch to train on')
+    sampler = EpochSampler(len(dataset))
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, drop_last=True, generator=sampler.generator,
+                                       **common)
 
 
-def resume(args, model, log):
-    """Weights, start epoch and best accuracy from a checkpoint (with or without `module.` keys)."""
+def checkpoint_path(args):
+    return os.path.join(args.checkpoint_dir, 'checkpoint', run_name(args) + '_checkpoint.pth.tar')
+
+
+def auto_resume(args, log):
+    """--auto_resume: the run's own checkpoint when there is one, so that a requeued job continues."""
+    path = checkpoint_path(args)
+    if not os.path.isfile(path):
+        log(f"=> --auto_resume: no checkpoint '{path}' yet, starting fresh")
+        return
+    args.resume = path
+    if args.finetune:
+        log(f"=> --auto_resume: '{path}' continues a run that --finetune started; not initialising again")
+        args.finetune = ''
+
+
+# Settings that may change between a run and its continuation without changing what is trained.
+RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
+               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained'}
+
+
+def resume(args, model, optimizer, log):
+    """The released keys: weights (with or without `module.`), start epoch, best accuracy. A checkpoint of this
+    project also restores the optimizer; its position in the epoch and RNG states go back to the caller.
+
+    Returns (best_prec1, batches of the start epoch already done, RNG states or None).
+    """
     checkpoint = load_checkpoint(args.resume)
     load_weights(unwrap(model), model_state(checkpoint))
     args.start_epoch = int(checkpoint.get('epoch', 0))
-    best = float(checkpoint.get('best_prec1', 0))
-    log(f"=> loaded checkpoint '{args.resume}' (epoch {args.start_epoch})")
-    return best
+    iteration = int(checkpoint.get('iteration', 0))
+    full = 'optimizer' in checkpoint
+    if full:
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"the optimizer state in '{args.resume}' does not fit this model: {e}") from None
+        log_changed_settings(checkpoint.get('args'), args, log)
+    at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
+    log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
+    return float(checkpoint.get('best_prec1', 0)), iteration, checkpoint.get('rng')
 
 
-def save(args, model, epoch, best_prec1, is_best):
-    folder = os.path.join(args.checkpoint_dir, 'checkpoint')
-    prefix = os.path.join(folder, run_name(args))
-    state = {'epoch': epoch + 1, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
-             'best_prec1': best_prec1}
-    path = prefix + '_checkpoint.pth.tar'
+def log_changed_settings(saved, args, log):
+    if not isinstance(saved, dict):
+        return
+    changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in vars(args).items()
+               if k in saved and k not in RUN_CONTROL and saved[k] != v]
+    if changed:
+        log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
+
+
+def save(args, model, optimizer, sampler, epoch, iteration, best_prec1):
+    """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
+    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only)."""
+    state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
+             'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
+             'rng': rng_state(sampler), 'args': dict(vars(args))}
+    path = checkpoint_path(args)
     save_atomic(state, path)
+    return path
+
+
+def keep_copies(path, epoch, is_best):
+    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs."""
+    prefix = path[:-len('_checkpoint.pth.tar')]
     if is_best:
         copy_atomic(path, prefix + '_best.pth.tar')
-    if (epoch + 1) % 5 == 0:
-        copy_atomic(path, prefix + '_epoch%d.pth.tar' % (epoch + 1))
+    if epoch % 5 == 0:
+        copy_atomic(path, prefix + '_epoch%d.pth.tar' % epoch)
+
+
+def stop_run(stop, log, path, epoch, iteration):
+    """After a stop signal: one line saying where the run stopped and how to continue, then exit."""
+    log(f"{stop.name}: stopped at epoch {epoch}, iteration {iteration}; saved '{path}': continue with "
+        f'--resume {path} (or --auto_resume)')
+    raise SystemExit(stop.exit_status)
+
+
+def train(args, model, criterion, optimizer, loaders, log, device, best_prec1, start_iteration):
+    """The epochs from args.start_epoch. On SIGTERM/SIGINT: finish the iteration (or abandon validation,
+    which a resumed run repeats), save where training is, exit 128 + signal."""
+    train_loader, val_loader = loaders
+    sampler = train_loader.sampler
+    # The released loop does not validate dropout supernets during their search.
+    validates = ops.op_spec(args.op_code).family != 'dropout'
+    with StopRequest().installed() as stop:
+        for epoch in range(args.start_epoch, args.epochs):
+            done = train_epoch(train_loader, model, criterion, optimizer, epoch, args, log, device, start_iteration,
+                               stop)
+            start_iteration = 0
+            if stop.signum:
+                stop_run(stop, log, save(args, model, optimizer, sampler, epoch, done, best_prec1), epoch, done)
+            if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
+                continue
+            prec1 = validate(val_loader, model, criterion, args, log, device, best_prec1, stop) if validates else 0.0
+            if prec1 is None:
+                stop_run(stop, log, save(args, model, optimizer, sampler, epoch, done, best_prec1), epoch, done)
+            is_best = prec1 > best_prec1
+            best_prec1 = max(prec1, best_prec1)
+            path = save(args, model, optimizer, sampler, epoch + 1, 0, best_prec1)
+            keep_copies(path, epoch + 1, is_best)
+            if stop.signum and epoch + 1 < args.epochs:
+                stop_run(stop, log, path, epoch + 1, 0)
 
 
 def main(argv=None):
@@ -159,22 +278,30 @@ def main(argv=None):
     conv_config = resolve_conv_config(args.conv_config)
     if args.prune:
         return prune(args)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    check_batch(args.batch_size, gpus)
+    if args.seed is not None:
+        seed_everything(args.seed)
 
     log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv'))
+    if args.auto_resume:
+        auto_resume(args, log)
     num_class = datasets.num_classes(args.dataset, args.root_path)
     model = build_model(args, num_class, conv_config, pretrained=pretrained_source(args))
     if args.finetune:
         init_from_supernet(model, model_state(load_checkpoint(args.finetune)))
         log(f"=> initialised from the kept channels of supernet '{args.finetune}'")
 
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    if gpus:
+        # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
+        torch.backends.cudnn.benchmark = args.seed is None
+        torch.backends.cudnn.deterministic = args.seed is not None
         device = torch.device('cuda')
         model = nn.DataParallel(model.to(device))
     else:
         device = torch.device('cpu')
     optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
-    best_prec1 = resume(args, model, log) if args.resume else 0.0
+    best_prec1, start_iteration, rng = resume(args, model, optimizer, log) if args.resume else (0.0, 0, None)
     criterion = nn.CrossEntropyLoss().to(device)
     val_loader = make_loader(args, 'val')
     if args.evaluate:
@@ -182,16 +309,9 @@ def main(argv=None):
         return
 
     train_loader = make_loader(args, 'train')
-    supernet_without_eval = ops.op_spec(args.op_code).family == 'dropout'
-    for epoch in range(args.start_epoch, args.epochs):
-        train_epoch(train_loader, model, criterion, optimizer, epoch, args, log, device)
-        if (epoch + 1) % args.eval_freq == 0 or epoch == args.epochs - 1:
-            # The released loop does not validate dropout supernets during their search.
-            prec1 = 0.0 if supernet_without_eval else validate(val_loader, model, criterion, args, log, device,
-                                                                best_prec1)
-            is_best = prec1 > best_prec1
-            best_prec1 = max(prec1, best_prec1)
-            save(args, model, epoch, best_prec1, is_best)
+    if rng is not None:
+        restore_rng(rng, train_loader.sampler)  # last: building the model and the loaders drew from them
+    train(args, model, criterion, optimizer, (train_loader, val_loader), log, device, best_prec1, start_iteration)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,45 @@
+"""Preemption: on SIGTERM or SIGINT, training finishes its iteration, saves, and exits 128 + the signal."""
+import contextlib
+import signal
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequest:
+    """Records the first stop signal; the training loop polls `signum` between iterations.
+
+    Clusters may repeat SIGTERM (from the batch shell and the job step): repeats are ignored, and only
+    SIGKILL stops a checkpoint write. A second Ctrl-C (SIGINT) interrupts at once, as a user expects.
+    """
+
+    def __init__(self):
+        self.signum = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+    @property
+    def name(self):
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self):
+        """128 + signal, the status of a process the signal ended: not done, so schedulers requeue it."""
+        return 128 + self.signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader workers leave stop signals to the main process, which ends them after saving."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
