@@ -110,6 +110,16 @@ def video_rows(frames_dir, entries):
     return rows
 
 
+def make_lists(root, dataset, categories, train_entries, val_entries):
+    """Count the frames of every listed (folder, label), then write the category file and both lists."""
+    layout = LAYOUTS[dataset]
+    frames_dir = os.path.join(root, layout.frames)
+    train, val = video_rows(frames_dir, train_entries), video_rows(frames_dir, val_entries)
+    write_lists(root, layout, categories, train, val)
+    print(f'wrote {len(categories)} categories, {len(train)} training and {len(val)} validation videos '
+          f'in the {dataset} layout under {root}')
+
+
 def write_lists(root, layout, categories, train_rows, val_rows):
     """Write the category file and both lists where `layout` keeps them under root."""
     for relative, lines in ((layout.category, categories), (layout.train_list, train_rows),

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from datasets import DATASETS, build_dataset  # noqa: E402
 from datasets.reference import pil_item  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv):
@@ -50,13 +50,9 @@ def clips_per_second(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        rate = clips_per_second(args)
-    except UsageError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    rate = clips_per_second(args)
     print(json.dumps({'clips_per_s': round(rate, 1)}))
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

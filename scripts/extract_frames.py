@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.cli import run_cli  # noqa: E402
 from utils.errors import UsageError  # noqa: E402
 
 FRAME_NAME = '%06d.jpg'  # the SSV2 layout's frame names
@@ -80,11 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error('-j must be at least 1')
-    try:
-        failures = extract_all(args.video_dir, args.frame_dir, args.jobs)
-    except UsageError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    failures = extract_all(args.video_dir, args.frame_dir, args.jobs)
     for video, error in sorted(failures.items()):
         print(f'error: {video}: {error}', file=sys.stderr)
     if failures:
@@ -92,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

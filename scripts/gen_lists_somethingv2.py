@@ -11,7 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.lists import LAYOUTS, video_rows, write_lists  # noqa: E402
+from datasets.lists import make_lists  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 from utils.errors import UsageError  # noqa: E402
 
 PREFIX = 'something-something-v2-'
@@ -54,26 +55,18 @@ def read_rows(path, labels):
 
 def generate(root):
     """Read every input, count the frames, then write: an error leaves no partial output."""
-    layout = LAYOUTS['somethingv2']
     categories = read_categories(os.path.join(root, PREFIX + 'labels.json'))
     labels = {name: label for label, name in enumerate(categories)}
-    entries = [read_rows(os.path.join(root, PREFIX + name), labels) for name in ('train.json', 'validation.json')]
-    train, val = (video_rows(os.path.join(root, layout.frames), split) for split in entries)
-    write_lists(root, layout, categories, train, val)
-    print(f'wrote {len(categories)} categories, {len(train)} training and {len(val)} validation videos '
-          f'in the somethingv2 layout under {root}')
+    train, val = (read_rows(os.path.join(root, PREFIX + name), labels) for name in ('train.json', 'validation.json'))
+    make_lists(root, 'somethingv2', categories, train, val)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('root', help='dataset root, the --root_path of training')
     args = parser.parse_args(argv)
-    try:
-        generate(args.root)
-    except UsageError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    generate(args.root)
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

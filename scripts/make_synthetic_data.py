@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.synthetic import make_synthetic_data  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -17,13 +17,9 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--frames', type=int, default=8, help='frames per video')
     args = parser.parse_args(argv)
-    try:
-        make_synthetic_data(args.root, train=args.train, val=args.val, seed=args.seed, frames=args.frames)
-    except UsageError as error:
-        print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+    make_synthetic_data(args.root, train=args.train, val=args.val, seed=args.seed, frames=args.frames)
     print(f'wrote {args.train} training and {args.val} validation videos under {args.root}')
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -6,6 +6,7 @@ import torch
 
 from conftest_data import load_script, run_script
 from datasets.synthetic import make_synthetic_data
+from utils.cli import run_cli
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +27,7 @@ def keep_torch_threads():
 @pytest.mark.parametrize('split, path', [('train', '--reference'), ('val', '--uint8'), ('val', None)])
 def test_prints_clips_per_second_last(root, capsys, split, path):
     args = ['--root_path', str(root), '--split', split, '--num_segments', '4', '--input_size', '64', '--limit', '2']
-    load_script('benchmark_data').main(args + ([path] if path else []))
+    run_cli(load_script('benchmark_data').main, args + ([path] if path else []))
     lines = capsys.readouterr().out.splitlines()
     assert f'{split}, {"reference PIL" if path == "--reference" else "uint8" if path else "float"} path: 2 clips' \
         in lines[0]

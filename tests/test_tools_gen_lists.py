@@ -6,6 +6,7 @@ import re
 import pytest
 
 from conftest_data import load_script, run_script, write_text
+from utils.cli import run_cli
 
 V1 = 'something-something-v1'
 
@@ -34,7 +35,7 @@ def read(path):
 
 
 def test_v1_lists(v1_root, capsys):
-    load_script('gen_lists_somethingv1').main([str(v1_root)])
+    run_cli(load_script('gen_lists_somethingv1').main, [str(v1_root)])
     assert read(v1_root / V1 / 'category.txt') == ('Dropping something\nPushing something from left to right\n'
                                                    'Pushing something from right to left\n')
     assert read(v1_root / V1 / 'train_videofolder.txt') == '11 4 0\n12 2 2\n'
@@ -46,7 +47,7 @@ def test_v1_lists(v1_root, capsys):
 def test_v1_unknown_class_writes_nothing(v1_root, capsys):
     write_text(v1_root / V1 / f'{V1}-validation.csv', '21;Juggling something\n')
     with pytest.raises(SystemExit) as exit_info:
-        load_script('gen_lists_somethingv1').main([str(v1_root)])
+        run_cli(load_script('gen_lists_somethingv1').main, [str(v1_root)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (f"error: {v1_root / V1 / f'{V1}-validation.csv'}:1: expected 'ID;class name' "
                                        "with a class of the labels file, got '21;Juggling something'\n")
@@ -81,7 +82,7 @@ def v2_root(tmp_path):
 
 
 def test_v2_lists(v2_root, capsys):
-    load_script('gen_lists_somethingv2').main([str(v2_root)])
+    run_cli(load_script('gen_lists_somethingv2').main, [str(v2_root)])
     assert read(v2_root / 'category.txt') == ('Approaching something with your camera\nMoving something up\n'
                                               'Putting something on something\n')
     assert read(v2_root / 'train_video_folder.txt') == '5 3 2\n6 9 1\n'
@@ -102,7 +103,7 @@ def test_v2_lists(v2_root, capsys):
 def test_v2_errors(v2_root, capsys, damage, message):
     damage(v2_root)
     with pytest.raises(SystemExit) as exit_info:
-        load_script('gen_lists_somethingv2').main([str(v2_root)])
+        run_cli(load_script('gen_lists_somethingv2').main, [str(v2_root)])
     assert exit_info.value.code == 2
     assert re.match(f'error: .*{message}', capsys.readouterr().err)
     assert not os.path.exists(v2_root / 'category.txt')

@@ -8,6 +8,7 @@ from PIL import Image
 from conftest_data import load_script, run_script
 from datasets import build_dataset, num_classes
 from datasets.synthetic import LEFT_TO_RIGHT, RIGHT_TO_LEFT, make_synthetic_data
+from utils.cli import run_cli
 
 V1 = 'something-something-v1'
 
@@ -70,5 +71,5 @@ def test_cli(tmp_path):
     result = run_script('make_synthetic_data', tmp_path, '--train', 2, '--val', 1, '--frames', 2)
     assert result.returncode == 2
     assert result.stderr == 'error: --frames 2 is too few: the loader drops videos with fewer than 3\n'
-    load_script('make_synthetic_data').main([str(tmp_path), '--train', '2', '--val', '1', '--frames', '3'])
+    run_cli(load_script('make_synthetic_data').main, [str(tmp_path), '--train', '2', '--val', '1', '--frames', '3'])
     assert len(read_rows(tmp_path / V1 / 'train_videofolder.txt')) == 2
