@@ -144,3 +144,17 @@ def test_a_real_process_reports_missing_data_without_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert 'Traceback' not in result.stderr and 'category' in result.stderr
+
+
+def test_resume_evaluate_and_prune_never_fetch_imagenet_weights(data, searched, tmp_path, monkeypatch, capsys):
+    def offline(arch):
+        raise AssertionError('ImageNet weights were requested')
+    monkeypatch.setattr('models.imagenet.imagenet_state_dict', offline)
+    monkeypatch.chdir(tmp_path)
+    common = ['--root_path', data, '--checkpoint_dir', str(tmp_path), '--num_segments', '2', '--input_size', '48',
+              '-b', '2', '-j', '0', '--op_code', 'conv1_2_3d', '--search', '--pretrained', 'imagenet']
+    run_cli(main.main, common + ['--resume', checkpoint(searched), '--evaluate'])
+    run_cli(main.main, common + ['--prune', '--prune_model_path', checkpoint(searched)])
+    assert 'Testing Results' in capsys.readouterr().out
+    with pytest.raises(AssertionError, match='ImageNet weights were requested'):
+        run_cli(main.main, common + ['--epochs', '1'])
