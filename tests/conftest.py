@@ -18,3 +18,25 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+RUN = 'I3D_somethingv1_resnet50_segment2_'
+# main.py on tiny settings: 2 frames of 48x48, batch 2, no workers, no ImageNet weights, no warm-up.
+TINY = ['--num_segments', '2', '--input_size', '48', '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none',
+        '--warm', '0']
+
+
+@pytest.fixture(scope='session')
+def data(tmp_path_factory):
+    """A tiny synthetic SSV1 dataset (4 training and 3 validation videos) for the command-line tests."""
+    from datasets.synthetic import make_synthetic_data
+    root = str(tmp_path_factory.mktemp('ssv1'))
+    make_synthetic_data(root, train=4, val=3, frames=6)
+    return root
+
+
+def run_main(data, out, *extra):
+    """main.py in-process on TINY settings; later flags override earlier ones."""
+    import main
+    from utils.cli import run_cli
+    run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), *TINY, *extra])

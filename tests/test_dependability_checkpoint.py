@@ -12,7 +12,6 @@ import torch
 
 import config
 import main
-from datasets.synthetic import make_synthetic_data
 from models import TemporalModel
 from utils import checkpoint as ckpt
 from utils.cli import run_cli
@@ -127,13 +126,6 @@ class Payload:
 
     def __reduce__(self):
         return exec, (f'open({self.marker!r}, "w").write("ran")',)
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('ssv1'))
-    make_synthetic_data(root, train=4, val=3, frames=6)
-    return root
 
 
 @pytest.fixture(params=['torch', 'pickle'])

@@ -7,23 +7,16 @@ import pytest
 
 import main
 from datasets.synthetic import make_synthetic_data
-from utils.cli import run_cli
+from conftest import run_main
 from utils.errors import UsageError
 
 FRAMES = os.path.join('something-something-v1', '20bn-something-something-v1')
 
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory, single_thread):
-    root = str(tmp_path_factory.mktemp('ssv1'))
-    make_synthetic_data(root, train=4, val=3, frames=6)
-    return root
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def cli(data, out, *extra):
-    run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), '--num_segments', '2', '--input_size',
-                        '48', '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none', '--epochs', '1', '--warm', '0',
-                        *extra])
+    run_main(data, out, '--epochs', '1', *extra)
 
 
 def error_line(capsys, data, out, *argv):

@@ -10,24 +10,17 @@ import torch
 
 import main
 from datasets.synthetic import make_synthetic_data
+from conftest import RUN, TINY, run_main
 from utils.cli import run_cli
 from utils.preempt import StopRequest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = 'I3D_somethingv1_resnet50_segment2_'
-TINY = ['--num_segments', '2', '--input_size', '48', '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none',
-        '--warm', '0', '--seed', '0']
 
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory, single_thread):
-    root = str(tmp_path_factory.mktemp('ssv1'))
-    make_synthetic_data(root, train=4, val=3, frames=6)
-    return root
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def cli(data, out, *extra):
-    run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), *TINY, *extra])
+    run_main(data, out, '--seed', '0', *extra)
 
 
 def checkpoint(out):

@@ -1,6 +1,5 @@
 """main.py end to end on tiny synthetic data: search, prune, retrain, finetune, evaluate, resume, errors."""
 import ast
-import glob
 import json
 import os
 import subprocess
@@ -10,26 +9,15 @@ import pytest
 import torch
 
 import main
-from datasets.synthetic import make_synthetic_data
+from conftest import RUN, run_main
 from utils.cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = 'I3D_somethingv1_resnet50_segment2_'
 LAYOUTS = json.load(open(os.path.join(REPO, 'tests', 'data', 'checkpoint_keys.json')))['settings']
 
 
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('ssv1'))
-    make_synthetic_data(root, train=4, val=3, frames=6)
-    return root
-
-
 def cli(data, out, *extra):
-    """Run main.py in-process with tiny settings; returns what it printed."""
-    argv = ['--root_path', data, '--checkpoint_dir', str(out), '--num_segments', '2', '--input_size', '48',
-            '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none', '--epochs', '1', '--warm', '0', *extra]
-    run_cli(main.main, argv)
+    run_main(data, out, '--epochs', '1', *extra)
 
 
 def checkpoint(out, name='checkpoint'):
