@@ -37,7 +37,7 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn3(self.conv3(self.convT(y)))
-        return self.relu(y + shortcut)
+        return self.relu(y.add_(shortcut))  # in place: BN backward needs its input, not its output
 
 
 class ResNet3D(nn.Module):
