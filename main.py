@@ -7,6 +7,9 @@ On SIGTERM or SIGINT, training finishes its iteration, saves CKPT_DIR/checkpoint
 with 128 + the signal (143 for SIGTERM: not finished, so schedulers requeue). `--resume` (or `--auto_resume` in a
 requeued job) continues from the batch it stopped at, with the optimizer and RNG states: with `--seed` and
 `-j 0` on the CPU, the result equals an uninterrupted run.
+
+Several GPUs or machines: `torchrun --nnodes N --nproc_per_node G main.py ...` trains with DistributedDataParallel
+(NCCL on GPUs, gloo on CPUs), one process per GPU; -b stays the global batch. Rank 0 prints, logs and saves.
 """
 import argparse
 import os
@@ -18,14 +21,17 @@ import datasets
 import ops
 from models import TemporalModel
 from models.finetune import init_from_supernet
+from utils import distributed
+from utils.board import Board
 from utils.checkpoint import copy_atomic, load_checkpoint, load_weights, model_state, released_state, save_atomic
 from utils.cli import run_cli
 from utils.conv_config import resolve_conv_config
 from utils.errors import UsageError
 from utils.log import RunLog
-from utils.loop import train_epoch, unwrap, validate
+from utils.loop import Run, log_search, train_epoch, unwrap, validate
+from utils.precision import AMP_DTYPES, grad_scaler
 from utils.preempt import StopRequest, ignore_stop_signals
-from utils.resume import EpochSampler, restore_rng, rng_state, seed_everything
+from utils.resume import EpochSampler, restore_process_rng, rng_state, seed_process
 from utils.schedule import make_optimizer
 
 
@@ -40,7 +46,8 @@ def build_parser():
     p.add_argument('--alpha', type=int, default=4, help='accepted for command compatibility; unused by I3D')
     p.add_argument('--beta', type=int, default=2, help='accepted for command compatibility; unused by I3D')
     p.add_argument('--epochs', type=int, default=70)
-    p.add_argument('-b', '--batch-size', type=int, default=24, help='total over all GPUs')
+    p.add_argument('-b', '--batch-size', type=int, default=24,
+                   help='total over all GPUs (under torchrun: over all processes, each takes b / processes)')
     p.add_argument('--lr', '--learning-rate', type=float, default=0.01)
     p.add_argument('--lr_steps', type=float, nargs='+', default=[50, 60], help='epochs of x0.1 decay')
     p.add_argument('--dropout', '--dp', type=float, default=0.3)
@@ -74,6 +81,18 @@ def build_parser():
     p.add_argument('--auto_resume', action='store_true',
                    help="continue from this run's own CKPT_DIR/checkpoint/RUN_checkpoint.pth.tar when it exists, "
                         'else start fresh (for jobs that get requeued)')
+    p.add_argument('--amp', nargs='?', const='bf16', choices=list(AMP_DTYPES), default=None,
+                   help='mixed precision: convolutions and matmuls in bfloat16 (--amp or --amp bf16; CPUs and '
+                        'GPUs from Ampere on) or float16 with a gradient scaler (--amp fp16, older GPUs); about '
+                        'half the activation memory and faster on tensor cores; numbers differ at that precision')
+    p.add_argument('--channels_last', action='store_true',
+                   help='run the model in the channels_last_3d memory format: same results, faster (2 CPU cores, '
+                        'CAKES123D_P: ~0.82 of the model train step time, ~0.70 of eval; ~0.9 of a whole step)')
+    p.add_argument('--sync_bn', action='store_true',
+                   help='under torchrun on GPUs, BN statistics over the global batch (SyncBatchNorm) instead of '
+                        "each process's share; dropout supernets' searched BN stays per process")
+    p.add_argument('--no_tensorboard', action='store_true',
+                   help='do not write TensorBoard events (default: CHECKPOINT_DIR/log/RUN_tb/)')
     return p
 
 
@@ -102,6 +121,9 @@ def check_args(args):
         raise UsageError('give either --evaluate or --prune, not both')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
+    if args.sync_bn and not (distributed.launched_by_torchrun() and torch.cuda.is_available()):
+        raise UsageError('--sync_bn synchronises BN across the GPU processes of torchrun (SyncBatchNorm needs '
+                         'CUDA): launch with torchrun on GPUs, or drop it')
 
 
 def check_batch(batch_size, gpus):
@@ -146,22 +168,30 @@ def pretrained_source(args):
     return args.pretrained
 
 
-def make_loader(args, split):
+def make_loader(args, split, batch_size):
     """Validation in list order; training shuffled by an EpochSampler, whose order a resumed run replays.
+    Under torchrun each process loads its share (`batch_size` per process): every world-th video of the
+    validation list from its rank on (no padding), its shard of the shared training order.
 
-    Each loader draws its worker seeds from a generator of its own, never from torch's global RNG, so that
-    validating does not change the random numbers the next epoch trains with (nor does resuming).
+    Clips come as uint8 (a quarter of the bytes through workers, pinned memory and the copy) and are
+    normalised on the device. Workers persist across epochs and prefetch; each loader draws its worker seeds
+    from a generator of its own, never from torch's global RNG, so that validating does not change the
+    random numbers the next epoch trains with (nor does resuming).
     """
     dataset = datasets.build_dataset(args.dataset, args.root_path, split, args.num_segments,
-                                     input_size=args.input_size)
-    common = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=torch.cuda.is_available(),
-                  worker_init_fn=ignore_stop_signals)
+                                     input_size=args.input_size, uint8=True)
+    workers = dict(persistent_workers=True, prefetch_factor=4) if args.workers > 0 else {}
+    common = dict(batch_size=batch_size, num_workers=args.workers, pin_memory=torch.cuda.is_available(),
+                  worker_init_fn=ignore_stop_signals, **workers)
+    rank, world = distributed.rank(), distributed.world_size()
     if split == 'val':
-        return torch.utils.data.DataLoader(dataset, shuffle=False, generator=torch.Generator(), **common)
+        return torch.utils.data.DataLoader(dataset, sampler=range(rank, len(dataset), world),
+                                           generator=torch.Generator(), **common)
     if len(dataset) < args.batch_size:
         raise UsageError(f'the training list has {len(dataset)} usable videos, fewer than -b {args.batch_size}: '
                          'not one full batch to train on')
-    sampler = EpochSampler(len(dataset))
+    sampler = EpochSampler(len(dataset), rank, world)
+    sampler.seed = distributed.broadcast_int(sampler.seed)  # one order, which the processes share out
     return torch.utils.data.DataLoader(dataset, sampler=sampler, drop_last=True, generator=sampler.generator,
                                        **common)
 
@@ -184,14 +214,15 @@ def auto_resume(args, log):
 
 # Settings that may change between a run and its continuation without changing what is trained.
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
-               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained'}
+               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_tensorboard'}
 
 
-def resume(args, model, optimizer, log):
+def resume(args, model, optimizer, log, scaler=None):
     """The released keys: weights (with or without `module.`), start epoch, best accuracy. A checkpoint of this
-    project also restores the optimizer; its position in the epoch and RNG states go back to the caller.
+    project also restores the optimizer (and the --amp fp16 gradient scaler); its position in the epoch and
+    RNG states go back to the caller.
 
-    Returns (best_prec1, batches of the start epoch already done, RNG states or None).
+    Returns (best_prec1, batches of the start epoch already done, RNG states per process or None).
     """
     checkpoint = load_checkpoint(args.resume)
     load_weights(unwrap(model), model_state(checkpoint))
@@ -204,9 +235,12 @@ def resume(args, model, optimizer, log):
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f"the optimizer state in '{args.resume}' does not fit this model: {e}") from None
         log_changed_settings(checkpoint.get('args'), args, log)
+    if scaler is not None and scaler.is_enabled() and 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
     at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
     log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
-    return float(checkpoint.get('best_prec1', 0)), iteration, checkpoint.get('rng')
+    rngs = checkpoint.get('rank_rng') or ([checkpoint['rng']] if 'rng' in checkpoint else None)
+    return float(checkpoint.get('best_prec1', 0)), iteration, rngs
 
 
 def log_changed_settings(saved, args, log):
@@ -218,19 +252,29 @@ def log_changed_settings(saved, args, log):
         log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
 
 
-def save(args, model, optimizer, sampler, epoch, iteration, best_prec1):
+def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None):
     """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
-    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only)."""
+    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only), with
+    --amp fp16 'scaler'. Under torchrun every process calls it (rank 0 writes) and 'rank_rng' holds every
+    process's RNG states ('rng' is rank 0's)."""
+    rngs = distributed.gather(rng_state(sampler))
     state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
              'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
-             'rng': rng_state(sampler), 'args': dict(vars(args))}
+             'rng': rngs[0], 'args': dict(vars(args))}
+    if len(rngs) > 1:
+        state['rank_rng'] = rngs
+    if scaler is not None and scaler.is_enabled():
+        state['scaler'] = scaler.state_dict()
     path = checkpoint_path(args)
-    save_atomic(state, path)
+    if distributed.is_main():
+        save_atomic(state, path)
     return path
 
 
 def keep_copies(path, epoch, is_best):
-    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs."""
+    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs (rank 0)."""
+    if not distributed.is_main():
+        return
     prefix = path[:-len('_checkpoint.pth.tar')]
     if is_best:
         copy_atomic(path, prefix + '_best.pth.tar')
@@ -242,76 +286,130 @@ def stop_run(stop, log, path, epoch, iteration):
     """After a stop signal: one line saying where the run stopped and how to continue, then exit."""
     log(f"{stop.name}: stopped at epoch {epoch}, iteration {iteration}; saved '{path}': continue with "
         f'--resume {path} (or --auto_resume)')
+    distributed.barrier()  # no process ends (which makes torchrun end the others) before rank 0 has saved
     raise SystemExit(stop.exit_status)
 
 
-def train(args, model, criterion, optimizer, loaders, log, device, best_prec1, start_iteration):
-    """The epochs from args.start_epoch. On SIGTERM/SIGINT: finish the iteration (or abandon validation,
-    which a resumed run repeats), save where training is, exit 128 + signal."""
+def train(run, loaders, best_prec1, start_iteration):
+    """The epochs from args.start_epoch. On SIGTERM/SIGINT (to any process): finish the iteration (or abandon
+    validation, which a resumed run repeats), save where training is, exit 128 + signal."""
+    args = run.args
     train_loader, val_loader = loaders
     sampler = train_loader.sampler
+    iters = len(train_loader)
     # The released loop does not validate dropout supernets during their search.
     validates = ops.op_spec(args.op_code).family != 'dropout'
-    with StopRequest().installed() as stop:
+
+    def save_at(epoch, iteration):
+        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler)
+
+    with StopRequest(distributed.all_reduce_max if distributed.active() else None).installed() as stop:
+        run.stop = stop
         for epoch in range(args.start_epoch, args.epochs):
-            done = train_epoch(train_loader, model, criterion, optimizer, epoch, args, log, device, start_iteration,
-                               stop)
+            done = train_epoch(run, train_loader, epoch, start_iteration)
             start_iteration = 0
-            if stop.signum:
-                stop_run(stop, log, save(args, model, optimizer, sampler, epoch, done, best_prec1), epoch, done)
+            if stop.poll():
+                stop_run(stop, run.log, save_at(epoch, done), epoch, done)
+            last_step = (epoch + 1) * iters - 1  # TensorBoard: per-epoch points at the epoch's last iteration
+            log_search(run, last_step)
             if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
                 continue
-            prec1 = validate(val_loader, model, criterion, args, log, device, best_prec1, stop) if validates else 0.0
+            prec1 = validate(run, val_loader, best_prec1, last_step) if validates else 0.0
             if prec1 is None:
-                stop_run(stop, log, save(args, model, optimizer, sampler, epoch, done, best_prec1), epoch, done)
+                stop_run(stop, run.log, save_at(epoch, done), epoch, done)
             is_best = prec1 > best_prec1
             best_prec1 = max(prec1, best_prec1)
-            path = save(args, model, optimizer, sampler, epoch + 1, 0, best_prec1)
+            path = save_at(epoch + 1, 0)
             keep_copies(path, epoch + 1, is_best)
-            if stop.signum and epoch + 1 < args.epochs:
-                stop_run(stop, log, path, epoch + 1, 0)
+            if stop.poll() and epoch + 1 < args.epochs:
+                stop_run(stop, run.log, path, epoch + 1, 0)
+
+
+def place_model(args, model, gpus):
+    """Memory format and SyncBN first (DDP registers the parameters as they are), then the device and the
+    wrapper: DDP under torchrun, nn.DataParallel over the visible GPUs as released, else the bare model on
+    the CPU. Returns (model, device)."""
+    if args.channels_last:
+        model.use_channels_last()
+    if gpus or distributed.active() and torch.cuda.is_available():
+        # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
+        torch.backends.cudnn.benchmark = args.seed is None
+        torch.backends.cudnn.deterministic = args.seed is not None
+    if distributed.active():
+        if args.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device = distributed.device()
+        # Dropout supernets leave branches unused in a step, differently in each process.
+        unused = ops.op_spec(args.op_code).family == 'dropout'
+        model = nn.parallel.DistributedDataParallel(model.to(device), device_ids=[device] if gpus else None,
+                                                    find_unused_parameters=unused)
+        return model, device
+    if gpus:
+        return nn.DataParallel(model.to('cuda')), torch.device('cuda')
+    return model, torch.device('cpu')
+
+
+def make_board(args, iters, start_iteration):
+    """TensorBoard events under CHECKPOINT_DIR/log/RUN_tb/ from rank 0; a resumed run purges the points that
+    the interrupted one wrote past where it continues."""
+    if args.no_tensorboard or not distributed.is_main():
+        return Board()
+    return Board(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '_tb'),
+                 purge_step=args.start_epoch * iters + start_iteration)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_args(args)
     conv_config = resolve_conv_config(args.conv_config)
-    if args.prune:
-        return prune(args)
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    check_batch(args.batch_size, gpus)
-    if args.seed is not None:
-        seed_everything(args.seed)
+    with distributed.session():
+        if args.prune:
+            return prune(args) if distributed.is_main() else None
+        return run(args, conv_config)
 
-    log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv'))
+
+def run(args, conv_config):
+    if distributed.active():
+        check_batch(args.batch_size, 0)
+        batch_size, gpus = distributed.process_batch(args.batch_size), int(torch.cuda.is_available())
+    else:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check_batch(args.batch_size, gpus)
+        batch_size = args.batch_size
+    seed_process(args.seed, distributed.rank())
+
+    main_process = distributed.is_main()
+    log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv') if main_process else None,
+                 console=main_process)
     if args.auto_resume:
         auto_resume(args, log)
     num_class = datasets.num_classes(args.dataset, args.root_path)
-    model = build_model(args, num_class, conv_config, pretrained=pretrained_source(args))
+    with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
+        model = build_model(args, num_class, conv_config, pretrained=pretrained_source(args))
     if args.finetune:
         init_from_supernet(model, model_state(load_checkpoint(args.finetune)))
         log(f"=> initialised from the kept channels of supernet '{args.finetune}'")
 
-    if gpus:
-        # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
-        torch.backends.cudnn.benchmark = args.seed is None
-        torch.backends.cudnn.deterministic = args.seed is not None
-        device = torch.device('cuda')
-        model = nn.DataParallel(model.to(device))
-    else:
-        device = torch.device('cpu')
+    model, device = place_model(args, model, gpus)
     optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
-    best_prec1, start_iteration, rng = resume(args, model, optimizer, log) if args.resume else (0.0, 0, None)
-    criterion = nn.CrossEntropyLoss().to(device)
-    val_loader = make_loader(args, 'val')
+    scaler = grad_scaler(device, args.amp)
+    best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler) if args.resume
+                                         else (0.0, 0, None))
+    criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
+    loop = Run(args, model, criterion, optimizer, scaler, device, log)
+    val_loader = make_loader(args, 'val', batch_size)
     if args.evaluate:
-        validate(val_loader, model, criterion, args, log, device, best_prec1)
+        validate(loop, val_loader, best_prec1)
         return
 
-    train_loader = make_loader(args, 'train')
-    if rng is not None:
-        restore_rng(rng, train_loader.sampler)  # last: building the model and the loaders drew from them
-    train(args, model, criterion, optimizer, (train_loader, val_loader), log, device, best_prec1, start_iteration)
+    train_loader = make_loader(args, 'train', batch_size)
+    if rngs is not None:  # last: building the model and the loaders drew from them
+        restore_process_rng(rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
+    loop.board = make_board(args, len(train_loader), start_iteration)
+    try:
+        train(loop, (train_loader, val_loader), best_prec1, start_iteration)
+    finally:
+        loop.board.close()
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """One training epoch and one validation pass, printing the released lines (SPEC section 6)."""
+import dataclasses
 import math
 import time
 
@@ -6,9 +7,15 @@ import torch
 from torch import nn
 
 import ops
+from datasets import normalize_uint8
 
+from . import distributed
+from .board import Board, named_cakes_ops
 from .errors import UsageError
-from .meters import AverageMeter, accuracy
+from .log import RunLog
+from .meters import AverageMeter, correct_counts
+from .precision import autocast
+from .preempt import StopRequest
 from .schedule import apply_schedule
 
 
@@ -16,53 +23,96 @@ def unwrap(model):
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
-def train_epoch(loader, model, criterion, optimizer, epoch, args, log, device, start=0, stop=None):
+@dataclasses.dataclass
+class Run:
+    """What the loops share: the settings, the model and its training state, where to compute and report."""
+    args: object
+    model: nn.Module
+    criterion: nn.Module  # per-sample losses (reduction='none')
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    log: RunLog
+    board: Board = dataclasses.field(default_factory=Board)
+    stop: StopRequest = None
+
+
+def to_device(clip, target, device):
+    """uint8 clips cross to the device (a quarter of the float bytes) and are normalised there."""
+    return normalize_uint8(clip.to(device, non_blocking=True)), target.to(device, non_blocking=True)
+
+
+def forward_loss(run, clip, target, model=None):
+    """Logits and per-sample losses, under autocast with --amp."""
+    with autocast(run.device, run.args.amp):
+        output = (model or run.model)(clip)
+        return output, run.criterion(output, target)
+
+
+def update(run, loss, searchable):
+    """Backward, the sparsity term, clipping and the step; with fp16 the scaler scales and unscales."""
+    run.optimizer.zero_grad()
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)  # true gradients for the sparsity term and the clipping (no-op unless fp16)
+    if searchable:
+        ops.add_sparsity_grad(searchable, run.args.s, run.args.reweight)
+    if run.args.clip_gradient:
+        total_norm = float(nn.utils.clip_grad_norm_(run.model.parameters(), run.args.clip_gradient))
+        if total_norm > run.args.clip_gradient:
+            run.log(f'clipping gradient: {total_norm} with coef {run.args.clip_gradient / total_norm}')
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+
+
+def train_epoch(run, loader, epoch, start=0):
     """Train `epoch` from batch `start` (a resumed run skips the batches done, in the same order).
 
-    Returns the number of batches done: after the current one as soon as `stop` records a signal.
+    Returns the number of batches done: after the current one as soon as the processes agree to stop.
     """
+    args, log = run.args, run.log
     batch_time, data_time, losses, top1, top5 = (AverageMeter() for _ in range(5))
-    searchable = unwrap(model).cakes_ops() if args.sparsity_regularization else []
-    model.train()
+    searchable = unwrap(run.model).cakes_ops() if args.sparsity_regularization else []
+    run.model.train()
     loader.sampler.set_epoch(epoch, skip=start * loader.batch_size)
+    bar = log.progress(f'Epoch {epoch}', len(loader), start)
     end = time.time()
     done = start
-    for i, (clip, target) in enumerate(loader, start):
-        data_time.update(time.time() - end)
-        apply_schedule(optimizer, args, epoch, i, len(loader))
-        clip, target = clip.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        output = model(clip)
-        loss = criterion(output, target)
-        value = loss.item()
-        check_finite(value, epoch, i, len(loader))
-        prec1, prec5 = accuracy(output.detach(), target)
-        n = clip.shape[0]
-        losses.update(value, n)
-        top1.update(prec1, n)
-        top5.update(prec5, n)
+    try:
+        for i, (clip, target) in enumerate(loader, start):
+            data_time.update(time.time() - end)
+            apply_schedule(run.optimizer, args, epoch, i, len(loader))
+            clip, target = to_device(clip, target, run.device)
+            output, loss = forward_loss(run, clip, target)
+            loss = loss.mean()
+            value = loss.item()
+            check_finite(value, epoch, i, len(loader))
+            n = clip.shape[0]
+            prec1, prec5 = (100.0 * c / n for c in correct_counts(output.detach(), target))
+            losses.update(value, n)
+            top1.update(prec1, n)
+            top5.update(prec5, n)
+            update(run, loss, searchable)
 
-        optimizer.zero_grad()
-        loss.backward()
-        if searchable:
-            ops.add_sparsity_grad(searchable, args.s, args.reweight)
-        if args.clip_gradient:
-            total_norm = float(nn.utils.clip_grad_norm_(model.parameters(), args.clip_gradient))
-            if total_norm > args.clip_gradient:
-                log(f'clipping gradient: {total_norm} with coef {args.clip_gradient / total_norm}')
-        optimizer.step()
-
-        batch_time.update(time.time() - end)
-        end = time.time()
-        if i % args.print_freq == 0:
-            log(f"Epoch: [{epoch}][{i}/{len(loader)}], lr: {optimizer.param_groups[-1]['lr']:.5f}\t"
-                f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
-                f'Data {data_time.val:.3f} ({data_time.avg:.3f})\t'
-                f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
-                f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
-                f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
-        done = i + 1
-        if stop is not None and stop.signum:
-            break
+            batch_time.update(time.time() - end)
+            end = time.time()
+            lr = run.optimizer.param_groups[-1]['lr']
+            run.board.scalars('train', {'loss': value, 'prec1': prec1, 'prec5': prec5, 'lr': lr,
+                                        'batch_time': batch_time.val, 'data_time': data_time.val},
+                              epoch * len(loader) + i)
+            if bar:
+                bar.update(i + 1, f'Loss {losses.avg:.4f} Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f}')
+            if i % args.print_freq == 0:
+                log.step(f"Epoch: [{epoch}][{i}/{len(loader)}], lr: {lr:.5f}\t"
+                         f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
+                         f'Data {data_time.val:.3f} ({data_time.avg:.3f})\t'
+                         f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
+                         f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
+                         f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
+            done = i + 1
+            if run.stop is not None and run.stop.poll():
+                break
+    finally:
+        log.end_progress()
     report_data_problems(loader.dataset, log, 'this epoch')
     return done
 
@@ -76,44 +126,79 @@ def check_finite(loss, epoch, iteration, iters):
 
 
 def report_data_problems(dataset, log, when):
-    """One line when frames or videos had to be replaced since the last report, then start counting anew."""
-    counts = dataset.problem_counts()
-    if any(counts.values()):
-        log(f"data problems {when}: {counts['corrupt_frames']} corrupt frames (replaced by frame 1), "
-            f"{counts['missing_videos']} missing videos (replaced)")
+    """One line when frames or videos had to be replaced since the last report (in all processes), then start
+    counting anew."""
+    corrupt, missing = distributed.all_reduce_sum(list(dataset.problem_counts().values()))
+    if corrupt or missing:
+        log(f'data problems {when}: {int(corrupt)} corrupt frames (replaced by frame 1), '
+            f'{int(missing)} missing videos (replaced)')
     dataset.reset_problem_counts()
 
 
-def validate(loader, model, criterion, args, log, device, best_prec1, stop=None):
+def lagging_polls(loader):
+    """Validation shards differ by at most one video, so this process may have a batch fewer than rank 0
+    (which has the most): it answers rank 0's last stop polls without a batch, keeping the all-reduces paired."""
+    most = math.ceil(math.ceil(len(loader.dataset) / distributed.world_size()) / loader.batch_size)
+    return most - len(loader)
+
+
+def validate(run, loader, best_prec1, step=None):
     """Top-1 over the whole list; prints the released summary and the best accuracy before this pass.
 
-    Returns None, without a summary, when `stop` records a signal: the caller saves and exits.
+    Under torchrun each process evaluates its shard of the list (no video twice, none padded in) and the
+    summary sums loss, correct@1, correct@5 and videos over the processes: the numbers of one process.
+    The lines before it show rank 0's shard. Returns None, without a summary, when the processes agree to
+    stop: the caller saves and exits.
     """
+    args, log = run.args, run.log
     batch_time, losses, top1, top5 = (AverageMeter() for _ in range(4))
+    # DDP's forward syncs buffers with processes whose shard may end a batch earlier: run the module itself,
+    # with rank 0's BN statistics, i.e. the model rank 0 saves.
+    model = run.model.module if isinstance(run.model, nn.parallel.DistributedDataParallel) else run.model
+    distributed.broadcast_buffers(model)
     model.eval()
+    totals = [0.0, 0, 0, 0]  # loss * n, correct@1, correct@5, n
+    bar = log.progress('Test', len(loader))
     end = time.time()
-    with torch.no_grad():
-        for i, (clip, target) in enumerate(loader):
-            clip, target = clip.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            output = model(clip)
-            loss = criterion(output, target)
-            prec1, prec5 = accuracy(output, target)
-            n = clip.shape[0]
-            losses.update(loss.item(), n)
-            top1.update(prec1, n)
-            top5.update(prec5, n)
-            batch_time.update(time.time() - end)
-            end = time.time()
-            if i % args.print_freq == 0:
-                log(f'Test: [{i}/{len(loader)}]\t'
-                    f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
-                    f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
-                    f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
-                    f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
-            if stop is not None and stop.signum:
-                return None
+    try:
+        with torch.no_grad():
+            for i, (clip, target) in enumerate(loader):
+                clip, target = to_device(clip, target, run.device)
+                output, loss = forward_loss(run, clip, target, model)
+                counts = correct_counts(output, target)
+                n = clip.shape[0]
+                totals = [a + b for a, b in zip(totals, [loss.double().sum().item(), *counts, n])]
+                losses.update(loss.mean().item(), n)
+                top1.update(100.0 * counts[0] / n, n)
+                top5.update(100.0 * counts[1] / n, n)
+                batch_time.update(time.time() - end)
+                end = time.time()
+                if bar:
+                    bar.update(i + 1, f'Loss {losses.avg:.4f} Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f}')
+                if i % args.print_freq == 0:
+                    log.step(f'Test: [{i}/{len(loader)}]\t'
+                             f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
+                             f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
+                             f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
+                             f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
+                if run.stop is not None and run.stop.poll():
+                    return None
+            for _ in range(lagging_polls(loader) if run.stop is not None else 0):
+                if run.stop.poll():
+                    return None
+    finally:
+        log.end_progress()
     report_data_problems(loader.dataset, log, 'in validation')
-    log(f'Testing Results: Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f} Loss {losses.avg:.5f}')
+    loss_sum, correct1, correct5, n = distributed.all_reduce_sum(totals)
+    prec1, prec5, loss = 100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum / n
+    run.board.scalars('val', {'prec1': prec1, 'prec5': prec5, 'loss': loss}, step)
+    log(f'Testing Results: Prec@1 {prec1:.3f} Prec@5 {prec5:.3f} Loss {loss:.5f}')
     log()
     log(f'Best Prec@1: {best_prec1:.3f}')
-    return top1.avg
+    return prec1
+
+
+def log_search(run, step):
+    """In a search, the |BN scale| histograms and the widths pruning would choose now, per CAKES layer."""
+    if run.args.search:
+        run.board.search(named_cakes_ops(unwrap(run.model)), step)

@@ -6,14 +6,24 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
-    """Records the first stop signal; the training loop polls `signum` between iterations.
+    """Records the first stop signal; the training loop calls `poll()` between iterations.
 
     Clusters may repeat SIGTERM (from the batch shell and the job step): repeats are ignored, and only
     SIGKILL stops a checkpoint write. A second Ctrl-C (SIGINT) interrupts at once, as a user expects.
     """
 
-    def __init__(self):
+    def __init__(self, agree=None):
         self.signum = None
+        self._agree = agree
+
+    def poll(self):
+        """Whether to stop now. Under torchrun `agree` (an all-reduce max) gives every process the same answer
+        at the same call, so all stop after the same iteration even when only some received the signal; the
+        decision must come from here, since a signal may arrive in one process just after the all-reduce."""
+        agreed = self._agree(self.signum or 0) if self._agree else self.signum
+        if agreed:
+            self.signum = agreed
+        return bool(agreed)
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:

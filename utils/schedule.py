@@ -22,7 +22,7 @@ def param_groups(model):
             params['normal_weight'].append(m.weight)
             if m.bias is not None:
                 params['normal_bias'].append(m.bias)
-        elif isinstance(m, nn.BatchNorm3d):
+        elif isinstance(m, (nn.BatchNorm3d, nn.SyncBatchNorm)):  # SyncBatchNorm: --sync_bn
             params['BN scale/shift'] += [m.weight, m.bias]
         elif len(list(m.parameters(recurse=False))):
             raise TypeError(f'{type(m).__name__} has parameters that no optimizer group takes')

@@ -1,0 +1,15 @@
+"""--amp: autocast in bf16 (CPU and recent GPUs) or fp16 with a gradient scaler (GPUs without bf16)."""
+import torch
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def autocast(device, amp):
+    """The forward passes' context: lower precision for convolutions and matmuls, float32 for the rest."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
+
+
+def grad_scaler(device, amp):
+    """fp16 gradients underflow without loss scaling; disabled (a pass-through) otherwise, so the loop has
+    one path. Its state goes into the checkpoint for an exact resume."""
+    return torch.amp.GradScaler(device.type, enabled=amp == 'fp16')
