@@ -14,7 +14,7 @@ run() { echo; echo "+ $*"; "$@"; }
 
 # Small clips keep it to minutes on two cores: 4 frames of 64x64 instead of 8 of 224x224.
 COMMON=(--root_path data --dataset somethingv1 --type I3D --arch resnet50 --num_segments 4 --input_size 64
-        -b 8 -j 2 -p 10 --pretrained none --seed 0)
+        -b 8 -j 2 -p 10 --pretrained none --seed 0 --channels_last)
 SUPERNET=search/checkpoint/I3D_somethingv1_resnet50_segment4__checkpoint.pth.tar
 PRUNED=retrain/checkpoint/I3D_somethingv1_resnet50_segment4__best.pth.tar
 
