@@ -40,3 +40,14 @@ def run_main(data, out, *extra):
     import main
     from utils.cli import run_cli
     run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), *TINY, *extra])
+
+
+def wait_for(path, text, process, timeout=240):
+    """Poll a log file until `text` appears in it, while `process` still runs."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(path) and text in open(path).read():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f'{text!r} never appeared in {path}')

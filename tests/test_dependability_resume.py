@@ -3,14 +3,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import main
 from datasets.synthetic import make_synthetic_data
-from conftest import RUN, TINY, run_main
+from conftest import RUN, TINY, run_main, wait_for
 from utils.cli import run_cli
 from utils.preempt import StopRequest
 
@@ -160,14 +159,6 @@ def data8(tmp_path_factory, single_thread):
     make_synthetic_data(root, train=8, val=3, frames=6)
     return root
 
-
-def wait_for(path, text, process, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if os.path.exists(path) and text in open(path).read():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f'{text!r} never appeared in {path}')
 
 
 def test_sigterm_to_a_real_run_saves_a_checkpoint_that_resume_continues(data8, tmp_path, capsys):

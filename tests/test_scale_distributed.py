@@ -4,12 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import main
+from conftest import wait_for
 from conftest_scale import free_port, read_events
 from datasets.synthetic import make_synthetic_data
 from utils.cli import run_cli
@@ -96,14 +96,6 @@ def test_validation_counts_every_video_once_like_one_process(data, searched, tmp
     assert status == 0, stderr
     assert results_line(stdout) == single
 
-
-def wait_for(path, text, process, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if os.path.exists(path) and text in open(path).read():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f'{text!r} never appeared in {path}')
 
 
 def rank_pid(launcher, rank):
