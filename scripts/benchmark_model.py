@@ -9,6 +9,7 @@ forward (FlopCounterMode) for eval, and three times them for a train step (forwa
 gradient convolutions). Runs on CUDA when it is available.
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -41,53 +42,55 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def best_seconds(fn, repeats, device):
-    fn()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def seconds(fn, device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
-def prepared(model, impl, train):
-    if impl == 'folded' and not train:
-        model = fold_batchnorm(model)
-    if impl in ('channels_last', 'folded'):
-        model.use_channels_last()
-    return model.train(train)
+def prepared(base, impl, train):
+    """A copy of `base` in the form `impl`, in train or eval mode."""
+    model = fold_batchnorm(base) if impl == 'folded' else copy.deepcopy(base)
+    return model.use_channels_last(impl != 'plain').train(train)
+
+
+def step_fn(model, clip, train):
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        model(clip).sum().backward()
+
+    def eval_step():
+        with torch.no_grad():
+            model(clip)
+    return train_step if train else eval_step
 
 
 def time_setting(setting, args, device):
+    """Best time of each implementation, the implementations interleaved repeat by repeat so that a change
+    in the machine's speed during the run affects them all alike."""
     op_code, _, key = setting.partition(':')
     torch.manual_seed(0)
-    base = TemporalModel(174, args.num_segments, op_code=op_code, conv_config=resolve_conv_config(key))
+    base = TemporalModel(174, args.num_segments, op_code=op_code, conv_config=resolve_conv_config(key)).to(device)
     flops = count_flops(base, args.num_segments, args.input_size)
     clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
     rows = []
-    for impl in args.impls:
-        for train in ((False,) if args.no_train else (False, True)):
-            if impl == 'folded' and train:
-                continue
-            model = prepared(base.to(device), impl, train)
-            if train:
-                def step():
-                    model.zero_grad(set_to_none=True)
-                    model(clip).sum().backward()
-            else:
-                def step():
-                    with torch.no_grad():
-                        model(clip)
-            seconds = best_seconds(step, args.repeats, device) / args.batch
-            work = flops * (3 if train else 1)
+    for train in ((False,) if args.no_train else (False, True)):
+        impls = [impl for impl in args.impls if not (impl == 'folded' and train)]
+        steps = {impl: step_fn(prepared(base, impl, train), clip, train) for impl in impls}
+        for step in steps.values():
+            step()  # warm-up: first-call allocations and kernel selection
+        best = dict.fromkeys(impls, float('inf'))
+        for _ in range(args.repeats):
+            for impl in impls:
+                best[impl] = min(best[impl], seconds(steps[impl], device))
+        for impl in impls:
+            per_clip = best[impl] / args.batch
             rows.append({'setting': setting, 'impl': impl, 'mode': 'train' if train else 'eval',
-                         'ms_per_clip': seconds * 1e3, 'gflops_per_s': work / seconds / 1e9})
-            base.use_channels_last(False)
+                         'ms_per_clip': per_clip * 1e3, 'gflops_per_s': flops * (3 if train else 1) / per_clip / 1e9})
     return rows
 
 
