@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import main
-from conftest import wait_for
+from conftest import RUN, wait_for
 from conftest_scale import free_port, read_events
 from datasets.synthetic import make_synthetic_data
 from utils.cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = 'I3D_somethingv1_resnet50_segment2_'
 TINY = ['--num_segments', '2', '--input_size', '48', '-j', '0', '--pretrained', 'none', '--warm', '0', '--seed', '0',
         '-p', '1', '--epochs', '1']
 SEARCH = ['--op_code', 'conv1_2_3d', '--search']

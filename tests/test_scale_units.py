@@ -8,9 +8,9 @@ import torch
 
 import config
 import main
+from conftest import run_main
 from conftest_data import load_script
 from conftest_scale import Terminal, histograms, read_events, scalars
-from datasets.synthetic import make_synthetic_data
 from models import TemporalModel
 from utils import distributed
 from utils.cli import run_cli
@@ -91,17 +91,8 @@ def test_progress_bar_shows_the_eta_on_one_line():
     assert '\rEpoch 3 [############............] 2/4 ETA 0:00:00 Loss 0.5000' in text
 
 
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('ssv1'))
-    make_synthetic_data(root, train=4, val=3, frames=6)
-    return root
-
-
 def cli(data, out, *extra):
-    run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), '--num_segments', '2', '--input_size',
-                        '48', '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none', '--epochs', '1', '--warm',
-                        '0', '--seed', '0', *extra])
+    run_main(data, out, '--epochs', '1', '--seed', '0', *extra)
 
 
 def test_a_search_on_a_terminal_shows_a_bar_logs_the_released_lines_and_writes_tensorboard(data, tmp_path,

@@ -37,6 +37,18 @@ class Run:
     stop: StopRequest = None
 
 
+def released_meters(losses, top1, top5):
+    """The tail of the released `Epoch:` and `Test:` lines: current value (running average) of each."""
+    return (f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
+            f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
+            f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
+
+
+def averages(losses, top1, top5):
+    """What the progress bar shows."""
+    return f'Loss {losses.avg:.4f} Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f}'
+
+
 def to_device(clip, target, device):
     """uint8 clips cross to the device (a quarter of the float bytes) and are normalised there."""
     return normalize_uint8(clip.to(device, non_blocking=True)), target.to(device, non_blocking=True)
@@ -100,14 +112,12 @@ def train_epoch(run, loader, epoch, start=0):
                                         'batch_time': batch_time.val, 'data_time': data_time.val},
                               epoch * len(loader) + i)
             if bar:
-                bar.update(i + 1, f'Loss {losses.avg:.4f} Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f}')
+                bar.update(i + 1, averages(losses, top1, top5))
             if i % args.print_freq == 0:
                 log.step(f"Epoch: [{epoch}][{i}/{len(loader)}], lr: {lr:.5f}\t"
                          f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
                          f'Data {data_time.val:.3f} ({data_time.avg:.3f})\t'
-                         f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
-                         f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
-                         f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
+                         + released_meters(losses, top1, top5))
             done = i + 1
             if run.stop is not None and run.stop.poll():
                 break
@@ -174,13 +184,11 @@ def validate(run, loader, best_prec1, step=None):
                 batch_time.update(time.time() - end)
                 end = time.time()
                 if bar:
-                    bar.update(i + 1, f'Loss {losses.avg:.4f} Prec@1 {top1.avg:.3f} Prec@5 {top5.avg:.3f}')
+                    bar.update(i + 1, averages(losses, top1, top5))
                 if i % args.print_freq == 0:
                     log.step(f'Test: [{i}/{len(loader)}]\t'
                              f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
-                             f'Loss {losses.val:.4f} ({losses.avg:.4f})\t'
-                             f'Prec@1 {top1.val:.3f} ({top1.avg:.3f})\t'
-                             f'Prec@5 {top5.val:.3f} ({top5.avg:.3f})')
+                             + released_meters(losses, top1, top5))
                 if run.stop is not None and run.stop.poll():
                     return None
             for _ in range(lagging_polls(loader) if run.stop is not None else 0):
