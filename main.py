@@ -14,9 +14,9 @@ Several GPUs or machines: `torchrun --nnodes N --nproc_per_node G main.py ...` t
 import argparse
 import os
 
-# Before torch loads OpenMP: its threads otherwise spin while data-loader workers need the same cores, which made
-# CPU training steps with -j > 0 up to 30x slower here. Set OMP_WAIT_POLICY yourself to override.
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+from utils.runtime import tune_process
+
+tune_process()  # before torch loads OpenMP and allocates
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

@@ -6,7 +6,8 @@ Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per bran
 BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory format; `folded`
 (eval only) also folds every BN into the convolution before it. GFLOP/s counts the FLOPs of the
 forward (FlopCounterMode) for eval, and three times them for a train step (forward plus the two
-gradient convolutions). Runs on CUDA when it is available.
+gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
+(utils/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
 import copy
@@ -16,6 +17,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.runtime import tune_process  # noqa: E402
+
+# Both settings must come before torch loads, so before the arguments are parsed.
+UNTUNED = '--untuned' in sys.argv
+if not UNTUNED:
+    tune_process()
 
 import torch  # noqa: E402
 
@@ -39,6 +47,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=5, help="timed runs; the fastest is reported (robust to other load)")
     p.add_argument('--no_train', action='store_true', help='time the eval forward only')
     p.add_argument('--json', action='store_true', help='end with one JSON line holding every figure')
+    p.add_argument('--untuned', action='store_true',
+                   help="a plain Python process: without main.py's process settings (glibc's own heap)")
     return p.parse_args(argv)
 
 
@@ -98,7 +108,8 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     print(f'device {device}, {torch.get_num_threads()} threads, {args.num_segments}x{args.input_size}x'
-          f'{args.input_size} clips, batch {args.batch}, best of {args.repeats}')
+          f'{args.input_size} clips, batch {args.batch}, best of {args.repeats}, '
+          f'{"plain Python process" if UNTUNED else "process set up as main.py"}')
     print(f'{"setting":<28} {"impl":<14} {"mode":<6} {"ms/clip":>9} {"GFLOP/s":>8} {"vs plain":>9}')
     rows = []
     for setting in args.settings:

@@ -19,6 +19,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.runtime import tune_process  # noqa: E402
+
+tune_process()  # as main.py runs
+
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
