@@ -14,34 +14,34 @@ Several GPUs or machines: `torchrun --nnodes N --nproc_per_node G main.py ...` t
 import argparse
 import os
 
-from utils.runtime import tune_process
+from cakes.runtime import tune_process
 
 tune_process()  # before torch loads OpenMP and allocates
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import datasets
-import ops
-from models import TemporalModel
-from models.finetune import init_from_supernet
-from utils import distributed
-from utils.board import Board
-from utils.checkpoint import copy_atomic, load_checkpoint, load_weights, model_state, released_state, save_atomic
-from utils.cli import run_cli
-from utils.conv_config import resolve_conv_config
-from utils.errors import UsageError
-from utils.log import RunLog
-from utils.loop import Run, log_search, train_epoch, unwrap, validate
-from utils.precision import AMP_DTYPES, grad_scaler
-from utils.preempt import StopRequest, ignore_stop_signals
-from utils.resume import EpochSampler, restore_process_rng, rng_state, seed_process
-from utils.schedule import make_optimizer
+from cakes import data
+from cakes import ops
+from cakes.models import TemporalModel
+from cakes.models.finetune import init_from_supernet
+from cakes.engine import distributed
+from cakes.engine.board import Board
+from cakes.engine.checkpoint import copy_atomic, load_checkpoint, load_weights, model_state, released_state, save_atomic
+from cakes.cli import run_cli
+from cakes.conv_config import resolve_conv_config
+from cakes.errors import UsageError
+from cakes.engine.log import RunLog
+from cakes.engine.loop import Run, log_search, train_epoch, unwrap, validate
+from cakes.engine.precision import AMP_DTYPES, grad_scaler
+from cakes.engine.preempt import StopRequest, ignore_stop_signals
+from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state, seed_process
+from cakes.engine.schedule import make_optimizer
 
 
 def build_parser():
     p = argparse.ArgumentParser(description='CAKES: Channel-wise Automatic KErnel Shrinking for 3D networks')
-    p.add_argument('--dataset', default='somethingv1', choices=datasets.DATASETS)
+    p.add_argument('--dataset', default='somethingv1', choices=data.DATASETS)
     p.add_argument('--root_path', default='../', help='dataset root (with or without a trailing /)')
     p.add_argument('--store_name', default='', help='suffix of the run name')
     p.add_argument('--type', default='I3D', choices=['I3D'])
@@ -182,7 +182,7 @@ def make_loader(args, split, batch_size):
     from a generator of its own, never from torch's global RNG, so that validating does not change the
     random numbers the next epoch trains with (nor does resuming).
     """
-    dataset = datasets.build_dataset(args.dataset, args.root_path, split, args.num_segments,
+    dataset = data.build_dataset(args.dataset, args.root_path, split, args.num_segments,
                                      input_size=args.input_size, uint8=True)
     workers = dict(persistent_workers=True, prefetch_factor=4) if args.workers > 0 else {}
     common = dict(batch_size=batch_size, num_workers=args.workers, pin_memory=torch.cuda.is_available(),
@@ -387,7 +387,7 @@ def run(args, conv_config):
                  console=main_process)
     if args.auto_resume:
         auto_resume(args, log)
-    num_class = datasets.num_classes(args.dataset, args.root_path)
+    num_class = data.num_classes(args.dataset, args.root_path)
     with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
         model = build_model(args, num_class, conv_config, pretrained=pretrained_source(args))
     if args.finetune:

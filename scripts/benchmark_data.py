@@ -13,9 +13,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from datasets import DATASETS, build_dataset  # noqa: E402
-from datasets.reference import pil_item  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from cakes.data import DATASETS, build_dataset  # noqa: E402
+from cakes.data.reference import pil_item  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv):

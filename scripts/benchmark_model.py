@@ -7,7 +7,7 @@ BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory 
 (eval only) also folds every BN into the convolution before it. GFLOP/s counts the FLOPs of the
 forward (FlopCounterMode) for eval, and three times them for a train step (forward plus the two
 gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
-(utils/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
+(cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
 import copy
@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.runtime import tune_process  # noqa: E402
+from cakes.runtime import tune_process  # noqa: E402
 
 # Both settings must come before torch loads, so before the arguments are parsed.
 UNTUNED = '--untuned' in sys.argv
@@ -27,11 +27,11 @@ if not UNTUNED:
 
 import torch  # noqa: E402
 
-from models import TemporalModel  # noqa: E402
-from models.inference import fold_batchnorm  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.complexity import count_flops  # noqa: E402
-from utils.conv_config import resolve_conv_config  # noqa: E402
+from cakes.models import TemporalModel  # noqa: E402
+from cakes.models.inference import fold_batchnorm  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
+from cakes.complexity import count_flops  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
 
 IMPLS = ('plain', 'channels_last', 'folded')
 

@@ -19,30 +19,31 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.runtime import tune_process  # noqa: E402
+from cakes.runtime import tune_process  # noqa: E402
 
 tune_process()  # as main.py runs
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import datasets  # noqa: E402
+from cakes import data  # noqa: E402
+
 import main as training  # noqa: E402
-from datasets.synthetic import make_synthetic_data  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.conv_config import resolve_conv_config  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
-from utils.log import RunLog  # noqa: E402
-from utils.loop import Run, forward_loss, to_device, unwrap, update  # noqa: E402
-from utils.precision import AMP_DTYPES, grad_scaler  # noqa: E402
-from utils.schedule import make_optimizer  # noqa: E402
+from cakes.data.synthetic import make_synthetic_data  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
+from cakes.errors import UsageError  # noqa: E402
+from cakes.engine.log import RunLog  # noqa: E402
+from cakes.engine.loop import Run, forward_loss, to_device, unwrap, update  # noqa: E402
+from cakes.engine.precision import AMP_DTYPES, grad_scaler  # noqa: E402
+from cakes.engine.schedule import make_optimizer  # noqa: E402
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('root', nargs='?', help='dataset root (as --root_path of main.py)')
     p.add_argument('--synthetic', type=int, metavar='N', help='make N synthetic training videos in a temp folder')
-    p.add_argument('--dataset', default='somethingv1', choices=datasets.DATASETS)
+    p.add_argument('--dataset', default='somethingv1', choices=data.DATASETS)
     p.add_argument('--op_code', default='conv3d')
     p.add_argument('--conv_config', default='', help='a key of conv_configs or a conv_config.txt')
     p.add_argument('--search', action='store_true', help='the supernet of --op_code')
@@ -87,7 +88,7 @@ def measure(args, root, out):
     margs = main_args(args, root, out)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     training.check_batch(margs.batch_size, gpus)
-    num_class = datasets.num_classes(margs.dataset, root)
+    num_class = data.num_classes(margs.dataset, root)
     model = training.build_model(margs, num_class, resolve_conv_config(margs.conv_config))
     model, device = training.place_model(margs, model, gpus)
     optimizer = make_optimizer(unwrap(model), margs.lr, margs.momentum, margs.weight_decay)

@@ -10,11 +10,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import ops  # noqa: E402
-from models import TemporalModel  # noqa: E402
-from utils.complexity import count_flops, count_params  # noqa: E402
-from utils.conv_config import resolve_conv_config  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from cakes import ops  # noqa: E402
+
+from cakes.models import TemporalModel  # noqa: E402
+from cakes.complexity import count_flops, count_params  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv):

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
+from cakes.errors import UsageError  # noqa: E402
 
 FRAME_NAME = '%06d.jpg'  # the SSV2 layout's frame names
 

@@ -11,9 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.lists import make_lists  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import UsageError  # noqa: E402
+from cakes.data.lists import make_lists  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
+from cakes.errors import UsageError  # noqa: E402
 
 PREFIX = 'something-something-v2-'
 

@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.synthetic import make_synthetic_data  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from cakes.data.synthetic import make_synthetic_data  # noqa: E402
+from cakes.cli import run_cli  # noqa: E402
 
 
 def main(argv=None):

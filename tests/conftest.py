@@ -1,4 +1,4 @@
-"""Shared test setup: the repo root on sys.path so `import ops`, `models`, `config` work from any cwd."""
+"""Shared test setup: the repo root on sys.path so `import cakes`, `main` and `config` work from any cwd."""
 import os
 import sys
 
@@ -29,7 +29,7 @@ TINY = ['--num_segments', '2', '--input_size', '48', '-b', '2', '-j', '0', '-p',
 @pytest.fixture(scope='session')
 def data(tmp_path_factory):
     """A tiny synthetic SSV1 dataset (4 training and 3 validation videos) for the command-line tests."""
-    from datasets.synthetic import make_synthetic_data
+    from cakes.data.synthetic import make_synthetic_data
     root = str(tmp_path_factory.mktemp('ssv1'))
     make_synthetic_data(root, train=4, val=3, frames=6)
     return root
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
 def run_main(data, out, *extra):
     """main.py in-process on TINY settings; later flags override earlier ones."""
     import main
-    from utils.cli import run_cli
+    from cakes.cli import run_cli
     run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(out), *TINY, *extra])
 
 

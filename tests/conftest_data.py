@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from datasets.lists import LAYOUTS
+from cakes.data.lists import LAYOUTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, HEIGHT = 176, 100  # SSV1 frame size

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import config
-from models import TemporalModel
-from utils.complexity import count_flops, count_params
+from cakes.models import TemporalModel
+from cakes.complexity import count_flops, count_params
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest_data import grey, make_dataset
-from datasets import build_dataset
-from utils.errors import UsageError
+from cakes.data import build_dataset
+from cakes.errors import UsageError
 
 
 def frame_greys(clip):

@@ -4,8 +4,8 @@ import os
 import pytest
 
 from conftest_data import make_dataset, write_text
-from datasets import DATASETS, build_dataset, num_classes
-from utils.errors import UsageError
+from cakes.data import DATASETS, build_dataset, num_classes
+from cakes.errors import UsageError
 
 
 @pytest.mark.parametrize('dataset', DATASETS)

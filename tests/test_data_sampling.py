@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest_data import grey, make_dataset
-from datasets import build_dataset
-from datasets.sampling import train_indices, val_indices
+from cakes.data import build_dataset
+from cakes.data.sampling import train_indices, val_indices
 
 
 def test_train_draws_one_frame_per_segment():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest_data import WIDTH, HEIGHT, make_dataset, textured_frames
-from datasets import build_dataset, normalize_uint8
-from datasets.reference import pil_item
-from datasets.transforms import (MEAN, STD, center_crop_offset, crop_offsets, crop_size_pairs, random_crop_box,
+from cakes.data import build_dataset, normalize_uint8
+from cakes.data.reference import pil_item
+from cakes.data.transforms import (MEAN, STD, center_crop_offset, crop_offsets, crop_size_pairs, random_crop_box,
                                  scaled_size, train_transform)
 
 GREY_LEVEL = 1 / 255 + 1e-5  # tolerance in [0, 1] units: one grey level, plus float rounding

@@ -12,10 +12,10 @@ import torch
 
 import config
 import main
-from models import TemporalModel
-from utils import checkpoint as ckpt
-from utils.cli import run_cli
-from utils.errors import UsageError
+from cakes.models import TemporalModel
+from cakes.engine import checkpoint as ckpt
+from cakes.cli import run_cli
+from cakes.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +86,7 @@ def test_a_failed_copy_keeps_the_previous_copy(previous, tmp_path, monkeypatch):
 KILLED_WRITER = textwrap.dedent('''
     import sys, time, torch
     sys.path.insert(0, {repo!r})
-    from utils.checkpoint import save_atomic
+    from cakes.engine.checkpoint import save_atomic
 
     def slow_save(obj, f):
         f.write(b'PK' + bytes(1 << 20))  # the first megabyte of a large checkpoint...
@@ -206,8 +206,8 @@ def test_a_full_checkpoint_is_plain_data_for_weights_only(tmp_path):
     """What save() adds (optimizer, RNG, args) must load with weights_only=True, and released tools still
     find the released keys."""
     from types import SimpleNamespace
-    from utils.resume import EpochSampler
-    from utils.schedule import make_optimizer
+    from cakes.engine.resume import EpochSampler
+    from cakes.engine.schedule import make_optimizer
     model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
     optimizer = make_optimizer(model, 0.1, 0.9, 1e-4)
     model(torch.randn(2, 1, 1, 2, 2)).sum().backward()

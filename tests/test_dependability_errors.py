@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 import main
-from datasets.synthetic import make_synthetic_data
+from cakes.data.synthetic import make_synthetic_data
 from conftest import run_main
-from utils.errors import UsageError
+from cakes.errors import UsageError
 
 FRAMES = os.path.join('something-something-v1', '20bn-something-something-v1')
 

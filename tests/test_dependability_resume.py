@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import main
-from datasets.synthetic import make_synthetic_data
+from cakes.data.synthetic import make_synthetic_data
 from conftest import RUN, TINY, run_main, wait_for
-from utils.cli import run_cli
-from utils.preempt import StopRequest
+from cakes.cli import run_cli
+from cakes.engine.preempt import StopRequest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import config
-from models import TemporalModel
-from models.inference import fold_batchnorm
-from ops.kernels import Conv3d
+from cakes.models import TemporalModel
+from cakes.models.inference import fold_batchnorm
+from cakes.ops.kernels import Conv3d
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

@@ -10,7 +10,7 @@ import torch
 
 import main
 from conftest import RUN, run_main
-from utils.cli import run_cli
+from cakes.cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = json.load(open(os.path.join(REPO, 'tests', 'data', 'checkpoint_keys.json')))['settings']
@@ -137,7 +137,7 @@ def test_a_real_process_reports_missing_data_without_traceback(tmp_path):
 def test_resume_evaluate_and_prune_never_fetch_imagenet_weights(data, searched, tmp_path, monkeypatch, capsys):
     def offline(arch):
         raise AssertionError('ImageNet weights were requested')
-    monkeypatch.setattr('models.imagenet.imagenet_state_dict', offline)
+    monkeypatch.setattr('cakes.models.imagenet.imagenet_state_dict', offline)
     monkeypatch.chdir(tmp_path)
     common = ['--root_path', data, '--checkpoint_dir', str(tmp_path), '--num_segments', '2', '--input_size', '48',
               '-b', '2', '-j', '0', '--op_code', 'conv1_2_3d', '--search', '--pretrained', 'imagenet']

@@ -5,8 +5,8 @@ import torchvision
 from torch import nn
 
 import config
-from models import TemporalModel, block_widths, inflate_resnet
-from utils.errors import UsageError
+from cakes.models import TemporalModel, block_widths, inflate_resnet
+from cakes.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

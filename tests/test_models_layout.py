@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import config
-from models import TemporalModel, block_widths
+from cakes.models import TemporalModel, block_widths
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -164,7 +164,7 @@ def test_resnet101_has_23_blocks_in_layer3():
 
 
 def test_resnet101_accepts_a_33_block_config_and_rejects_the_16_block_one():
-    from utils.errors import UsageError
+    from cakes.errors import UsageError
     widths = block_widths('resnet101')
     conf = [{'kxkxk': w // 2, '1xkxk': w - w // 2} for w in widths]
     with torch.device('meta'):

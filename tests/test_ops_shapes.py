@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import config
-import ops
-from models import TemporalModel, block_widths
-from utils.errors import UsageError
+from cakes import ops
+from cakes.models import TemporalModel, block_widths
+from cakes.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ops
-from models import TemporalModel
+from cakes import ops
+from cakes.models import TemporalModel
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 

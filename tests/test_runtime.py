@@ -1,4 +1,4 @@
-"""utils/runtime.py: the process settings main.py applies before torch loads."""
+"""cakes/runtime.py: the process settings main.py applies before torch loads."""
 import os
 import subprocess
 import sys
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTS = """
 import os, resource, sys
 sys.path.insert(0, {root!r})
-from utils.runtime import tune_process
+from cakes.runtime import tune_process
 applied = {tune} and tune_process()
 import torch
 def step():

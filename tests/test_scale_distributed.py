@@ -11,8 +11,8 @@ import torch
 import main
 from conftest import RUN, wait_for
 from conftest_scale import free_port, read_events
-from datasets.synthetic import make_synthetic_data
-from utils.cli import run_cli
+from cakes.data.synthetic import make_synthetic_data
+from cakes.cli import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--num_segments', '2', '--input_size', '48', '-j', '0', '--pretrained', 'none', '--warm', '0', '--seed', '0',

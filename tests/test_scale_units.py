@@ -11,14 +11,14 @@ import main
 from conftest import run_main
 from conftest_data import load_script
 from conftest_scale import Terminal, histograms, read_events, scalars
-from models import TemporalModel
-from utils import distributed
-from utils.cli import run_cli
-from utils.errors import UsageError
-from utils.log import RunLog
-from utils.preempt import StopRequest
-from utils.progress import ProgressBar
-from utils.resume import EpochSampler, restore_process_rng, rng_state
+from cakes.models import TemporalModel
+from cakes.engine import distributed
+from cakes.cli import run_cli
+from cakes.errors import UsageError
+from cakes.engine.log import RunLog
+from cakes.engine.preempt import StopRequest
+from cakes.engine.progress import ProgressBar
+from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 RUN = 'I3D_somethingv1_resnet50_segment2_'
@@ -151,7 +151,7 @@ def test_amp_and_channels_last_train_with_a_finite_loss(data, tmp_path, capsys):
 
 
 def test_the_fp16_gradient_scaler_state_is_saved_and_resumed(tmp_path):
-    from utils.schedule import make_optimizer
+    from cakes.engine.schedule import make_optimizer
     model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
     optimizer = make_optimizer(model, 0.1, 0.9, 1e-4)
     scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest_data import load_script, run_script
-from datasets.synthetic import make_synthetic_data
-from utils.cli import run_cli
+from cakes.data.synthetic import make_synthetic_data
+from cakes.cli import run_cli
 
 
 @pytest.fixture(scope='module')

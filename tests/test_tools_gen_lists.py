@@ -6,7 +6,7 @@ import re
 import pytest
 
 from conftest_data import load_script, run_script, write_text
-from utils.cli import run_cli
+from cakes.cli import run_cli
 
 V1 = 'something-something-v1'
 

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from conftest_data import load_script, run_script
-from datasets import build_dataset, num_classes
-from datasets.synthetic import LEFT_TO_RIGHT, RIGHT_TO_LEFT, make_synthetic_data
-from utils.cli import run_cli
+from cakes.data import build_dataset, num_classes
+from cakes.data.synthetic import LEFT_TO_RIGHT, RIGHT_TO_LEFT, make_synthetic_data
+from cakes.cli import run_cli
 
 V1 = 'something-something-v1'
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models import TemporalModel
-from utils.schedule import GROUPS, apply_schedule, make_optimizer, param_groups
+from cakes.models import TemporalModel
+from cakes.engine.schedule import GROUPS, apply_schedule, make_optimizer, param_groups
 
 CASES = json.load(open(os.path.join(os.path.dirname(__file__), 'data', 'lr_schedule.json')))['cases']
 

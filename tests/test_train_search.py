@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-import ops
-from models import TemporalModel
-from models.finetune import init_from_supernet
-from ops.search import kept_indices
-from utils.errors import UsageError
+from cakes import ops
+from cakes.models import TemporalModel
+from cakes.models.finetune import init_from_supernet
+from cakes.ops.search import kept_indices
+from cakes.errors import UsageError
 
 C = 8
 

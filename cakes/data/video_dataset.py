@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from datasets.sampling import train_indices, val_indices
-from datasets.transforms import normalize, train_transform, val_transform
-from utils.errors import UsageError
+from cakes.data.sampling import train_indices, val_indices
+from cakes.data.transforms import normalize, train_transform, val_transform
+from cakes.errors import UsageError
 
 MAX_TRIES = 100  # unusable videos in a row before giving up on the frame folder
 

@@ -6,7 +6,7 @@ interrupted one wrote past the point it continues from.
 """
 from tensorboardX import SummaryWriter
 
-from ops.search import pruned_widths
+from cakes.ops.search import pruned_widths
 
 
 class Board:

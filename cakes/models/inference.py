@@ -4,7 +4,7 @@ import copy
 import torch
 from torch import nn
 
-from ops import CakesOp, PlainOp
+from cakes.ops import CakesOp, PlainOp
 
 from .resnet3d import Bottleneck, ResNet3D
 

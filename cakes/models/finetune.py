@@ -1,8 +1,8 @@
 """`--finetune`: start a pruned network from the channels of a supernet that pruning keeps."""
-from ops import CakesOp, KERNELS
-from ops.search import kept_indices
-from utils.checkpoint import load_weights
-from utils.errors import UsageError
+from cakes.ops import CakesOp, KERNELS
+from cakes.ops.search import kept_indices
+from cakes.engine.checkpoint import load_weights
+from cakes.errors import UsageError
 
 KIND_OF_SIZE = {size: kind for kind, (size, _) in KERNELS.items()}
 BN_ENTRIES = ('weight', 'bias', 'running_mean', 'running_var')

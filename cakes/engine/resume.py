@@ -4,7 +4,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SEED_RANGE = 2 ** 32  # numpy's limit
 

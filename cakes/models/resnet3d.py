@@ -1,7 +1,7 @@
 """The I3D ResNet backbone: a 2D ResNet with 3D convolutions, never any temporal stride."""
 from torch import nn
 
-from ops.kernels import Conv3d
+from cakes.ops.kernels import Conv3d
 
 DEPTHS = {'resnet50': (3, 4, 6, 3), 'resnet101': (3, 4, 23, 3)}
 WIDTHS = (64, 128, 256, 512)

@@ -2,3 +2,4 @@
 from .imagenet import inflate_resnet, load_imagenet
 from .resnet3d import DEPTHS, ResNet3D, block_widths
 from .temporal import TemporalModel
+from .description import build_from_description, describe, read_description

@@ -1,8 +1,8 @@
 """Something-Something V1/V2 clips for training and validation (SPEC section 3)."""
-from datasets.lists import LAYOUTS, MIN_FRAMES, existing_path, get_layout, read_categories, read_list
-from datasets.transforms import normalize_uint8
-from datasets.video_dataset import VideoDataset
-from utils.errors import UsageError
+from cakes.data.lists import LAYOUTS, MIN_FRAMES, existing_path, get_layout, read_categories, read_list
+from cakes.data.transforms import normalize_uint8
+from cakes.data.video_dataset import VideoDataset
+from cakes.errors import UsageError
 
 DATASETS = tuple(LAYOUTS)
 SPLITS = ('train', 'val')

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 KERNEL_KINDS = {(3, 3, 3): 'kxkxk', (1, 3, 3): '1xkxk', (3, 1, 1): 'kx1x1'}
 ARCH_OF_LAYER3 = {6: 'resnet50', 23: 'resnet101'}

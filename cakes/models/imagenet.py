@@ -2,7 +2,7 @@
 import torch
 import torchvision
 
-from utils.errors import UsageError
+from cakes.errors import UsageError
 
 
 def load_imagenet(backbone3d, arch, pretrained):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.transforms import (FLIP_LABELS, MEAN, STD, center_crop_offset, random_crop_box, random_flip,
+from cakes.data.transforms import (FLIP_LABELS, MEAN, STD, center_crop_offset, random_crop_box, random_flip,
                                  scaled_size, val_scale)
 
 

@@ -1,7 +1,7 @@
 """One registry of op codes and the one factory that decides which 3x3 operation each block gets."""
 from dataclasses import dataclass
 
-from utils.errors import UsageError
+from cakes.errors import UsageError
 
 from .cakes import CakesOp
 from .plain import PlainOp

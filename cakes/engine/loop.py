@@ -6,12 +6,12 @@ import time
 import torch
 from torch import nn
 
-import ops
-from datasets import normalize_uint8
+from cakes import ops
+from cakes.data import normalize_uint8
 
 from . import distributed
 from .board import Board, named_cakes_ops
-from .errors import UsageError
+from ..errors import UsageError
 from .log import RunLog
 from .meters import AverageMeter, correct_counts
 from .precision import autocast

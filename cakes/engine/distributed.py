@@ -8,7 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 

@@ -9,8 +9,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from datasets.lists import LAYOUTS, MIN_FRAMES, write_lists
-from utils.errors import UsageError
+from cakes.data.lists import LAYOUTS, MIN_FRAMES, write_lists
+from cakes.errors import UsageError
 
 WIDTH, HEIGHT = 176, 100  # SSV1 frame size
 NUM_CLASSES = 174

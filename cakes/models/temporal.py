@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-import ops
+from cakes import ops
 
 from .imagenet import load_imagenet
 from .resnet3d import DEPTHS, ResNet3D, block_widths

@@ -1,0 +1,44 @@
+"""What network a checkpoint holds, stored in it as plain data so that it can be rebuilt without flags.
+
+A description is a dict of plain Python values (it loads with `weights_only=True`):
+op_code, search, conv_config (the widths themselves, a list of {kind: width} or None), arch, num_segments,
+dropout, num_class and class_names (the lines of category.txt, in label order).
+"""
+from cakes.errors import UsageError
+
+KEY = 'description'  # where a checkpoint keeps it
+FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class', 'class_names')
+
+
+def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names):
+    """The description of a TemporalModel built with these arguments, classes named by `class_names`."""
+    return {'op_code': str(op_code), 'search': bool(search), 'conv_config': plain_config(conv_config),
+            'arch': str(arch), 'num_segments': int(num_segments), 'dropout': float(dropout),
+            'num_class': len(class_names), 'class_names': [str(name) for name in class_names]}
+
+
+def plain_config(conv_config):
+    """A conv_config as plain ints (a config may come from a file or from tensors)."""
+    if conv_config is None:
+        return None
+    return [{str(kind): int(width) for kind, width in block.items()} for block in conv_config]
+
+
+def read_description(checkpoint):
+    """The description stored in a loaded checkpoint dict, or None for released checkpoints (they have none)."""
+    description = checkpoint.get(KEY) if isinstance(checkpoint, dict) else None
+    if description is None:
+        return None
+    missing = [field for field in FIELDS if field not in description]
+    if not isinstance(description, dict) or missing:
+        raise UsageError(f'the checkpoint\'s description lacks {", ".join(missing) or "its fields"}: '
+                         'give the model flags (--op_code, --conv_config, --arch, --num_segments, --search)')
+    return description
+
+
+def build_from_description(description, pretrained=None):
+    """The TemporalModel a description names (random weights: load the checkpoint's state_dict into it)."""
+    from .temporal import TemporalModel
+    return TemporalModel(description['num_class'], description['num_segments'], op_code=description['op_code'],
+                         search=description['search'], conv_config=description['conv_config'],
+                         backbone=description['arch'], dropout=description['dropout'], pretrained=pretrained)
