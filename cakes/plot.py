@@ -93,6 +93,7 @@ def draw_panel(ax, entry):
     ax.set_yticks([0, 0.5, 1], ['0', '50%', '100%'], fontsize=8)
     ax.set_ylabel('share of\nchannels', fontsize=9)
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=9, frameon=False,
+              alignment='left',
               title=f"{entry['name']}\n{entry['params'] / 1e6:.2f} M params, {entry['flops'] / 1e9:.2f} GFLOPs")
 
 
