@@ -116,9 +116,14 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
     trades one channel for a cheaper one, so the result is within one channel trade of the target.
     """
     kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
+    scales = [op.bn.weight.detach().abs().double().cpu() for op in searchable_ops]
+    channel = [channel_cost(op, cost) for op, cost in zip(searchable_ops, costs)]
 
     def choose(lam):
-        return [pruned_widths(op, cost, lam) for op, cost in zip(searchable_ops, costs)]
+        if not lam:
+            return prune_config(searchable_ops)
+        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam), branch_blocks(op))
+                for op, scale, cost in zip(searchable_ops, scales, channel)]
 
     def linear(config):
         return sum(w * cost[kind] for widths, cost in zip(config, costs) for kind, w in widths.items())
@@ -136,10 +141,8 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
         while offset + linear(choose(high)) > target_flops:
             low, high = high, high * 2
-        for _ in range(100):
+        while high - low > 1e-12 * high:  # below that, no two channels' trade-offs differ
             middle = (low + high) / 2
-            if middle in (low, high):
-                break
             low, high = (low, middle) if offset + linear(choose(middle)) <= target_flops else (middle, high)
         lam = high
     config = choose(lam)
