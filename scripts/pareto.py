@@ -45,7 +45,8 @@ def top1(scores_path):
         with np.load(scores_path, allow_pickle=False) as f:
             labels, scores = f['labels'], f['scores']
     except (OSError, ValueError, KeyError) as e:
-        raise UsageError(f"'{scores_path}' is not a --save_scores file with arrays 'labels' and 'scores': {e}") from None
+        raise UsageError(f"'{scores_path}' is not a --save_scores file with arrays 'labels' and 'scores': "
+                         f'{e}') from None
     if scores.ndim != 2 or labels.shape != (scores.shape[0],) or not len(labels):
         raise UsageError(f"'{scores_path}': 'scores' must be videos x classes and 'labels' one per video "
                          f'(got {scores.shape} and {labels.shape})')

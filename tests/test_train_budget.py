@@ -88,7 +88,8 @@ def test_targets_out_of_reach_name_the_range(supernet):
     assert most == counted([{'kxkxk': w, '1xkxk': 0, 'kx1x1': 0} for w in block_widths('resnet50')])
     assert fewest == counted([{'kxkxk': 0, '1xkxk': 0, 'kx1x1': w} for w in block_widths('resnet50')])
     for target in (fewest - 1, most + 1):
-        with pytest.raises(UsageError, match=rf'out of reach.* from {fewest / 1e9:.3f} G .* to {most / 1e9:.3f} G'):
+        reach = rf'out of reach.* from {fewest / 1e9:.3f} GFLOPs .* to {most / 1e9:.3f} GFLOPs'
+        with pytest.raises(UsageError, match=reach):
             prune_video_to_budget(supernet, target, SIZE)
 
 
@@ -111,7 +112,8 @@ def test_prune_to_target_gflops_prints_the_achieved_flops_and_writes_config_and_
     target = round(released * 0.85, 3)
     prune_cli(supernet_checkpoint, '--target_gflops', str(target))
     printed = capsys.readouterr().out
-    achieved, gap = map(float, re.search(r'pruned network ([\d.]+) GFLOPs, ([\d.]+) below the target', printed).groups())
+    line = re.search(r'pruned network ([\d.]+) GFLOPs, ([\d.]+) below the target', printed)
+    achieved, gap = map(float, line.groups())
     config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
     assert achieved == pytest.approx(counted(config) / 1e9, abs=5e-4) and achieved <= target
     assert gap == pytest.approx(target - achieved, abs=2e-3)

@@ -133,9 +133,9 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
     fewest = offset + sum(c * min(cost.values()) for c, cost in zip(kept, costs))
     most = offset + sum(c * max(cost.values()) for c, cost in zip(kept, costs))
     if not fewest <= target_flops <= most:
-        raise UsageError(f'FLOPs target {target_flops / 1e9:.3f} G is out of reach: pruning keeps C channels per '
-                         f'layer, from {fewest / 1e9:.3f} G (all of the cheapest kind) to {most / 1e9:.3f} G '
-                         '(all of the costliest); give a target in that range')
+        raise UsageError(f'FLOPs target {target_flops / 1e9:.3f} GFLOPs is out of reach: keeping C channels per '
+                         f'layer costs from {fewest / 1e9:.3f} GFLOPs (all of the cheapest kind) to '
+                         f'{most / 1e9:.3f} GFLOPs (all of the costliest); give a target in that range')
     lam = 0.0
     if offset + linear(released) > target_flops:
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
