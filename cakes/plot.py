@@ -58,8 +58,9 @@ def config_figure(entries):
     from matplotlib.figure import Figure
     figure = Figure(figsize=(12, 0.9 + 1.9 * len(entries)), layout='constrained')
     axes = figure.subplots(len(entries), 1, squeeze=False, sharex=True)[:, 0]
+    mixed = len({entry['num_segments'] for entry in entries}) > 1
     for ax, entry in zip(axes, entries):
-        draw_panel(ax, entry)
+        draw_panel(ax, entry, mixed)
     labels, starts = block_labels(entries[0]['arch'])
     axes[-1].set_xticks(range(len(labels)), labels, fontsize=8)
     axes[-1].set_xlabel('block (stage.index), network order')
@@ -67,13 +68,14 @@ def config_figure(entries):
         end = starts[stage] if stage < len(starts) else len(labels)
         axes[0].text((start + end - 1) / 2, 1.04, f'layer{stage}', ha='center', va='bottom', fontsize=9,
                      transform=axes[0].get_xaxis_transform())
-    entry = entries[0]
-    figure.suptitle(f"Kernel mix per block ({entry['num_segments']} frames, {entry['input_size']}x"
-                    f"{entry['input_size']})", fontsize=11)
+    frames = {entry['num_segments'] for entry in entries}
+    size = entries[0]['input_size']
+    at = f'{frames.pop()} frames, ' if len(frames) == 1 else 'GFLOPs at each panel\'s frames, '
+    figure.suptitle(f'Kernel mix per block ({at}{size}x{size})', fontsize=11)
     return figure
 
 
-def draw_panel(ax, entry):
+def draw_panel(ax, entry, with_frames=False):
     config = entry['config']
     widths = torch.tensor([sum(block.values()) for block in config], dtype=torch.float64)
     bottom = torch.zeros(len(config), dtype=torch.float64)
@@ -94,7 +96,8 @@ def draw_panel(ax, entry):
     ax.set_ylabel('share of\nchannels', fontsize=9)
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=9, frameon=False,
               alignment='left',
-              title=f"{entry['name']}\n{entry['params'] / 1e6:.2f} M params, {entry['flops'] / 1e9:.2f} GFLOPs")
+              title=f"{entry['name']}\n{entry['params'] / 1e6:.2f} M params, {entry['flops'] / 1e9:.2f} GFLOPs"
+                    + (f" ({entry['num_segments']} frames)" if with_frames else ''))
 
 
 def png_bytes(figure, dpi=100):

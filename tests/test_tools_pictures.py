@@ -79,7 +79,7 @@ def test_plot_config_draws_keys_files_and_checkpoints(tmp_path, capsys):
     text = tmp_path / 'conv_config.txt'
     text.write_text(str(released))
     plot_config.main([str(text), path, '--out', str(out), '--num_segments', '16'])
-    assert capsys.readouterr().out.count('82.39 GFLOPs') == 0  # 16 frames counted, not 8
+    assert capsys.readouterr().out.count('35.70 M params 164.77 GFLOPs') == 2  # at 16 frames (8: 82.39)
     with pytest.raises(UsageError, match='neither a key'):
         plot_config.main(['NO_SUCH_KEY', '--out', str(out)])
 

@@ -55,6 +55,26 @@ def test_lambda_zero_is_the_released_rule(supernet):
     assert kept_indices(torch.ones(12), 3, torch.arange(12.0, 0, -1), 0.0).tolist() == [0, 1, 2, 3]
 
 
+def test_the_budget_rule_trades_the_weakest_costly_channel_for_the_strongest_cheap_one():
+    op = ops.CakesOp([('kxkxk', 3), ('kx1x1', 3)], 4, 1, search=True)
+    with torch.no_grad():
+        op.bn.weight.copy_(torch.tensor([1.0, -0.9, 0.8, 0.5, -0.6, 0.1]))
+    costs = [{'kxkxk': 10, 'kx1x1': 1}]
+
+    def flops(config):  # an affine network: 100 FLOPs besides the op
+        return 100 + sum(w * costs[0][kind] for kind, w in config[0].items())
+
+    def pruned(target):
+        return prune_to_budget([op], costs, flops, target)
+
+    assert (pruned(130).config, pruned(130).lam) == ([{'kxkxk': 3, 'kx1x1': 0}], 0.0)
+    assert pruned(129).config == [{'kxkxk': 2, 'kx1x1': 1}] and pruned(129).flops == 121
+    assert ops.kept_channels(op, costs[0], pruned(129).lam).tolist() == [0, 1, 4]  # 0.8 gave way to -0.6
+    assert pruned(112).config == [{'kxkxk': 1, 'kx1x1': 2}] and pruned(103).flops == 103
+    with pytest.raises(UsageError, match='out of reach'):
+        pruned(102)
+
+
 def test_channel_costs_are_the_flops_of_one_output_channel():
     costs = video_costs('conv1_2_3d_dropout', 'resnet50', FRAMES, SIZE)
     # layer1.0 reads 64 channels of 12x12 (48 / 4); layer4.0 reads 512 and writes 2x2 (stride 2 from 3x3).

@@ -222,6 +222,6 @@ def log_search_picture(run, epochs_done, step):
         return
     model = unwrap(run.model)
     config = ops.prune_config(model.cakes_ops())
-    entry = describe_config(f'pruning after {epochs_done} epochs', config, run.args.num_segments,
-                            run.args.input_size, num_classes(model))
+    name = f"pruning after {epochs_done} epoch{'s' if epochs_done != 1 else ''}"
+    entry = describe_config(name, config, run.args.num_segments, run.args.input_size, num_classes(model))
     run.board.figure('prune/conv_config', config_figure([entry]), step)
