@@ -141,7 +141,7 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
         while offset + linear(choose(high)) > target_flops:
             low, high = high, high * 2
-        while high - low > 1e-12 * high:  # below that, no two channels' trade-offs differ
+        while high - low > 1e-12 * high:  # lambda to 12 digits
             middle = (low + high) / 2
             low, high = (low, middle) if offset + linear(choose(middle)) <= target_flops else (middle, high)
         lam = high
