@@ -152,3 +152,18 @@ def test_bad_targets_are_one_line_errors(supernet_checkpoint, tmp_path, monkeypa
         prune_cli(supernet_checkpoint, *extra)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and message in err and err.count('\n') == 1
+
+
+def test_a_dropout_supernet_prunes_to_a_budget_of_its_cakes_network():
+    torch.manual_seed(1)
+    supernet = TemporalModel(CLASSES, FRAMES, op_code='convst_dropout', search=True, dropout=0)
+    with torch.no_grad():
+        for op in supernet.cakes_ops():
+            op.bn.weight.copy_(torch.randn(op.bn.num_features))
+    released = ops.prune_config(supernet.cakes_ops())
+    with torch.device('meta'):
+        network = TemporalModel(CLASSES, FRAMES, op_code='convst', conv_config=released, dropout=0)
+    target = 0.9 * count_flops(network, FRAMES, SIZE)
+    budget = prune_video_to_budget(supernet, target, SIZE)
+    assert budget.flops <= target and budget.lam > 0 and all(list(b) == ['kxkxk', '1xkxk'] for b in budget.config)
+    assert sum(b['kxkxk'] for b in budget.config) < sum(b['kxkxk'] for b in released)
