@@ -24,15 +24,18 @@ from torch import nn  # noqa: E402
 from cakes import data
 from cakes import ops
 from cakes.models import TemporalModel
+from cakes.models.budget import prune_video_to_budget
 from cakes.models.finetune import init_from_supernet
 from cakes.engine import distributed
 from cakes.engine.board import Board
-from cakes.engine.checkpoint import copy_atomic, load_checkpoint, load_weights, model_state, released_state, save_atomic
+from cakes.engine.checkpoint import (copy_atomic, load_checkpoint, load_weights, model_state, prune_output_prefix,
+                                    released_state, save_atomic)
 from cakes.cli import run_cli
 from cakes.conv_config import resolve_conv_config
 from cakes.errors import UsageError
+from cakes.plot import describe_config, save_config_picture
 from cakes.engine.log import RunLog
-from cakes.engine.loop import Run, log_search, train_epoch, unwrap, validate
+from cakes.engine.loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
 from cakes.engine.precision import AMP_DTYPES, grad_scaler
 from cakes.engine.preempt import StopRequest, ignore_stop_signals
 from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state, seed_process
@@ -97,6 +100,9 @@ def build_parser():
                         "each process's share; dropout supernets' searched BN stays per process")
     p.add_argument('--no_tensorboard', action='store_true',
                    help='do not write TensorBoard events (default: CHECKPOINT_DIR/log/RUN_tb/)')
+    p.add_argument('--target_gflops', type=float, default=None,
+                   help='with --prune: keep C channels per layer trading |BN scale| against FLOPs so that the pruned '
+                        'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule)')
     return p
 
 
@@ -121,6 +127,8 @@ def check_args(args):
         raise UsageError(f'-sr/--reweight act on CAKES BN scales; --op_code {args.op_code} has none')
     if args.reweight and not args.sparsity_regularization:
         raise UsageError('--reweight scales the sparsity term: add -sr')
+    if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
+        raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
     if args.auto_resume and args.resume:
@@ -157,12 +165,28 @@ def prune(args):
         raise UsageError(f"'{args.prune_model_path}' has no classifier weights: not a checkpoint of this model")
     model = build_model(args, classifier.shape[0], None, dropout=args.dropout if 'new_fc.weight' in state else 0)
     load_weights(model, state)
-    config = ops.prune_config(model.cakes_ops())
+    config = ops.prune_config(model.cakes_ops()) if args.target_gflops is None else prune_to_gflops(args, model)
     text = str(config)  # a Python literal of plain ints, as config.py takes it
     print(text)
     with open('conv_config.txt', 'w') as f:
         f.write(text + '\n')
     print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
+    prefix = prune_output_prefix(args.prune_model_path)
+    name = os.path.basename(prefix) + ('' if args.target_gflops is None else
+                                       f'\npruned to at most {args.target_gflops:g} GFLOPs')
+    picture = prefix + '_conv_config.png'
+    save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
+                        picture)
+    print(f'kernel mix picture written to {picture}')
+
+
+def prune_to_gflops(args, model):
+    budget = prune_video_to_budget(model, args.target_gflops * 1e9, args.input_size)
+    print(f'FLOPs budget {args.target_gflops:g} GFLOPs: pruned network {budget.flops / 1e9:.3f} GFLOPs, '
+          f'{args.target_gflops - budget.flops / 1e9:.3f} below the target ({args.num_segments} frames, '
+          f'{args.input_size}x{args.input_size}; lambda {budget.lam * 1e9:.4g} per GFLOP'
+          + (': the released rule already fits)' if budget.lam == 0 else ')'))
+    return budget.config
 
 
 def pretrained_source(args):
@@ -318,6 +342,7 @@ def train(run, loaders, best_prec1, start_iteration):
             log_search(run, last_step)
             if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
                 continue
+            log_search_picture(run, epoch + 1, last_step)
             prec1 = validate(run, val_loader, best_prec1, last_step) if validates else 0.0
             if prec1 is None:
                 stop_run(stop, run.log, save_at(epoch, done), epoch, done)

@@ -8,6 +8,8 @@ from torch import nn
 
 from cakes import ops
 from cakes.data import normalize_uint8
+from cakes.models.budget import num_classes
+from cakes.plot import config_figure, describe_config
 
 from . import distributed
 from .board import Board, named_cakes_ops
@@ -210,3 +212,16 @@ def log_search(run, step):
     """In a search, the |BN scale| histograms and the widths pruning would choose now, per CAKES layer."""
     if run.args.search:
         run.board.search(named_cakes_ops(unwrap(run.model)), step)
+
+
+def log_search_picture(run, epochs_done, step):
+    """In a search, the picture --prune draws (cakes.plot) for the widths pruning would choose now, at the run's
+    frames and input size: at every validation point (every eval-freq epochs and the last one; dropout
+    supernets, which skip validation, at the same points)."""
+    if not (run.args.search and run.board.writer):
+        return
+    model = unwrap(run.model)
+    config = ops.prune_config(model.cakes_ops())
+    name = f"pruning after {epochs_done} epoch{'s' if epochs_done != 1 else ''}"
+    entry = describe_config(name, config, run.args.num_segments, run.args.input_size, num_classes(model))
+    run.board.figure('prune/conv_config', config_figure([entry]), step)
