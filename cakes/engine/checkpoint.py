@@ -151,6 +151,11 @@ def copy_atomic(src, dst):
         _write_atomic(dst, lambda f: shutil.copyfileobj(source, f))
 
 
+def write_atomic(path, write):
+    """Any file (scores, pictures, exported networks) written as checkpoints are: see _write_atomic."""
+    _write_atomic(path, write)
+
+
 def _write_atomic(path, write):
     """`write(file)` into a temporary file, flushed to disk, renamed over `path`. Leftovers of a write that
     was killed (SIGKILL, power loss) are removed first; a failed write (disk full) leaves `path` as it was."""

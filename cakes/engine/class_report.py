@@ -1,11 +1,9 @@
 """After a multi-view evaluation: per-class accuracy (as TSM prints it), the scores file for later ensembles and
 the confusion matrix picture."""
-import os
-import tempfile
-
 import numpy as np
 
 from . import distributed
+from .checkpoint import write_atomic
 
 SHOWN = 3  # best and worst classes on the console; the log file gets every class
 
@@ -63,24 +61,10 @@ def report_classes(log, confusion, names):
         log.record(f'  {c:4d} ' + line(c))
 
 
-def atomic_write(path, write):
-    """write(file object) into a temporary file beside `path`, then rename it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.')
-    try:
-        with os.fdopen(handle, 'wb') as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def save_scores(path, ids, labels, scores, names, protocol):
     """Plain arrays only (np.load(..., allow_pickle=False) reads them): ids as fixed-width unicode, labels
     int64, scores float32 (videos x classes), class_names, and the protocol text."""
-    atomic_write(path, lambda f: np.savez(f, ids=np.asarray(ids, dtype=str), labels=np.asarray(labels, np.int64),
+    write_atomic(path, lambda f: np.savez(f, ids=np.asarray(ids, dtype=str), labels=np.asarray(labels, np.int64),
                                           scores=np.asarray(scores, np.float32),
                                           class_names=np.asarray(names, dtype=str), protocol=np.asarray(protocol)))
 
@@ -110,7 +94,7 @@ def plot_confusion(path, confusion, names, title):
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label='fraction of the true class')
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', bbox_inches='tight'))
+    write_atomic(path, lambda f: fig.savefig(f, format='png', bbox_inches='tight'))
     plt.close(fig)
 
 
