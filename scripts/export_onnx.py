@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from cakes import ops  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models.export import export_onnx, onnx_session  # noqa: E402
@@ -46,6 +47,9 @@ def main(argv=None):
     if args.input_size < 1:
         raise UsageError('--input_size must be at least 1')
     model, description = load_network(args)
+    if ops.op_spec(description['op_code']).family == 'dropout':
+        raise UsageError(f"{args.resume} is a dropout supernet ({description['op_code']}), which picks its channels "
+                         'from the BN scales as it runs: prune it (main.py --prune) and export the pruned network')
     shape = (description['num_segments'] * 3, args.input_size, args.input_size)
     torch.manual_seed(0)
     export_onnx(model, torch.randn(2, *shape), args.out)

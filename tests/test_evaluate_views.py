@@ -147,3 +147,20 @@ def test_two_gloo_processes_evaluate_every_video_once_as_one_process(data, check
     a, b = np.load(tmp_path / 'one.npz'), np.load(tmp_path / 'two.npz')
     assert a['ids'].tolist() == b['ids'].tolist() and len(set(b['ids'].tolist())) == len(b['ids'])
     assert np.allclose(a['scores'], b['scores'], atol=1e-5)
+
+
+def test_console_shows_the_best_and_worst_classes_and_the_log_all(tmp_path, capsys):
+    from cakes.engine.class_report import report_classes
+    from cakes.engine.log import RunLog
+    # class c has 10 videos of which c are right (classes 1..9), class 0 and 10 none
+    labels = [c for c in range(1, 10) for _ in range(10)]
+    predictions = [c if i < c else 0 for c in range(1, 10) for i in range(10)]
+    report_classes(RunLog(str(tmp_path / 'run.csv')), confusion_matrix(labels, predictions, 11),
+                   [f'name {c}' for c in range(11)])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == 'Mean class accuracy: 50.000% over 9 classes with videos (2 classes have none)'
+    assert [line.split()[0] for line in printed[1:]] == ['best'] * 3 + ['worst'] * 3
+    assert [line.split()[-1] for line in printed[1:]] == ['9', '8', '7', '3', '2', '1']
+    assert printed[1] == '  best   90.000% (9/10)  name 9'
+    log = open(tmp_path / 'run.csv').read().splitlines()
+    assert log[0] == printed[0] and len(log) == 2 + 9 and log[2] == '     1   10.000% (1/10)  name 1'

@@ -158,3 +158,13 @@ def test_onnx_export_fails_when_the_graph_differs(checkpoints, tmp_path, capsys,
     monkeypatch.setattr(export, 'export_onnx', other_network)
     assert run_cli(export.main, ['--resume', checkpoints[0], '--input_size', '32', str(tmp_path / 'm.onnx')]) == 1
     assert 'error: ONNX Runtime differs from PyTorch' in capsys.readouterr().err
+
+
+def test_dropout_supernets_are_refused_with_what_to_do(tmp_path, capsys):
+    description = describe('conv1_2_3d_dropout', True, None, 'resnet50', 2, 0.3, ['a', 'b'])
+    path = tmp_path / 'supernet.pth.tar'
+    torch.save({'state_dict': build_from_description(description).state_dict(), 'description': description}, path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(load_script('export_onnx').main, ['--resume', str(path), str(tmp_path / 'm.onnx')])
+    assert exit_info.value.code == 2
+    assert 'dropout supernet' in capsys.readouterr().err and not (tmp_path / 'm.onnx').exists()
