@@ -131,8 +131,8 @@ def check_args(args):
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
-    if test_flags(args) and not args.evaluate:
-        raise UsageError(f'{test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
+    if given_test_flags(args) and not args.evaluate:
+        raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
     if args.sync_bn and not (distributed.launched_by_torchrun() and torch.cuda.is_available()):
@@ -153,14 +153,14 @@ TEST_FLAGS = {'test_crops': 1, 'full_res': False, 'twice_sample': False, 'dense_
               'save_scores': '', 'confusion': ''}
 
 
-def test_flags(args):
+def given_test_flags(args):
     """The test flags given, as --flags: none means the released validation (one centred clip, centre crop)."""
     return ['--' + name for name, default in TEST_FLAGS.items() if getattr(args, name) != default]
 
 
-def test_protocol(args):
+def evaluation_views(args):
     """The test protocol of --evaluate with test flags, or None for the released validation."""
-    return data.Views.from_args(args) if args.evaluate and test_flags(args) else None
+    return data.Views.from_args(args) if args.evaluate and given_test_flags(args) else None
 
 
 def run_name(args):
@@ -439,7 +439,7 @@ def run(args, conv_config):
                                          else (0.0, 0, None))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
-    views = test_protocol(args)
+    views = evaluation_views(args)
     val_loader = make_loader(args, 'val', batch_size, views)
     if args.evaluate:
         evaluate(args, loop, val_loader, best_prec1, views)

@@ -5,9 +5,9 @@
 Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per branch, concatenation,
 BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory format; `folded`
 (eval only) also folds every BN into the convolution before it; `onnxruntime` (eval only, CPU) runs the
-network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads. GFLOP/s counts the FLOPs of the
-forward (FlopCounterMode) for eval, and three times them for a train step (forward plus the two
-gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
+network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads.
+GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
+(forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
 (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse

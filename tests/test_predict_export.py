@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import predict
-from conftest import TINY, run_main
+from conftest import run_main
 from conftest_data import load_script
 from cakes.cli import run_cli
 from cakes.data.lists import read_categories
