@@ -153,7 +153,7 @@ def copy_atomic(src, dst):
 
 
 def write_atomic(path, write):
-    """Any file (a picture, a text) written the way checkpoints are: `write(file)` on a binary temporary file."""
+    """Any file (scores, pictures, exported networks) written as checkpoints are: see _write_atomic."""
     _write_atomic(path, write)
 
 

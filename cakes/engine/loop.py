@@ -154,8 +154,10 @@ def lagging_polls(loader):
     return most - len(loader)
 
 
-def validate(run, loader, best_prec1, step=None):
+def validate(run, loader, best_prec1, step=None, scorer=None):
     """Top-1 over the whole list; prints the released summary and the best accuracy before this pass.
+    With a `scorer` (views.ViewScorer: the loader gives every view of each video) a video's score is its views'
+    average, and one line before the summary names the test protocol.
 
     Under torchrun each process evaluates its shard of the list (no video twice, none padded in) and the
     summary sums loss, correct@1, correct@5 and videos over the processes: the numbers of one process.
@@ -175,8 +177,11 @@ def validate(run, loader, best_prec1, step=None):
     try:
         with torch.no_grad():
             for i, (clip, target) in enumerate(loader):
-                clip, target = to_device(clip, target, run.device)
-                output, loss = forward_loss(run, clip, target, model)
+                if scorer is None:
+                    clip, target = to_device(clip, target, run.device)
+                    output, loss = forward_loss(run, clip, target, model)
+                else:
+                    output, loss = scorer(run, model, clip, target)
                 counts = correct_counts(output, target)
                 n = clip.shape[0]
                 totals = [a + b for a, b in zip(totals, [loss.double().sum().item(), *counts, n])]
@@ -202,6 +207,8 @@ def validate(run, loader, best_prec1, step=None):
     loss_sum, correct1, correct5, n = distributed.all_reduce_sum(totals)
     prec1, prec5, loss = 100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum / n
     run.board.scalars('val', {'prec1': prec1, 'prec5': prec5, 'loss': loss}, step)
+    if scorer is not None:
+        log(scorer.describe())
     log(f'Testing Results: Prec@1 {prec1:.3f} Prec@5 {prec5:.3f} Loss {loss:.5f}')
     log()
     log(f'Best Prec@1: {best_prec1:.3f}')
