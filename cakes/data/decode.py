@@ -1,5 +1,11 @@
 """Frames straight from video files with PyAV (its wheels carry FFmpeg): frame k is the k-th decoded frame,
-counted from 1, as a frame extractor would have numbered it."""
+counted from 1, as a frame extractor would have numbered it.
+
+Decoding always starts at the first frame: seeking in VP9 lands on a keyframe by timestamp, which is
+not exact, and a clip's last sampled frame lies near the end of the video anyway. Each container
+decodes on the calling thread only: a DataLoader worker is one of many processes sharing the cores, where
+decoder threads add CPU time without adding throughput (scripts/benchmark_data.py measures both).
+"""
 import av
 import torch
 
@@ -8,7 +14,8 @@ class VideoError(Exception):
     """The file cannot be opened or decoded as a video."""
 
 
-def _open(path):
+def open_video(path):
+    """An open PyAV container with a video stream, decoding on one thread."""
     try:
         container = av.open(path)
     except (av.FFmpegError, OSError) as e:
@@ -16,35 +23,36 @@ def _open(path):
     if not container.streams.video:
         container.close()
         raise VideoError(f'{path} has no video stream')
+    container.streams.video[0].thread_count = 1
     return container
+
+
+def decoded(container, path, last=None):
+    """(number, av.VideoFrame) from frame 1 on, stopping after frame `last` (default: the end)."""
+    try:
+        for number, frame in enumerate(container.decode(video=0), start=1):
+            yield number, frame
+            if number == last:
+                return
+    except av.FFmpegError as e:
+        raise VideoError(f'cannot decode {path} ({e})') from None
+
+
+def to_tensor(frame):
+    """(3, H, W) uint8 RGB, channels innermost in memory as a JPEG decoder gives them."""
+    return torch.from_numpy(frame.to_ndarray(format='rgb24')).permute(2, 0, 1)
 
 
 def count_frames(path):
     """The number of decodable frames (decoding them: container frame counts are often absent or wrong)."""
-    container = _open(path)
-    try:
-        return sum(1 for _ in container.decode(video=0))
-    except av.FFmpegError as e:
-        raise VideoError(f'cannot decode {path} ({e})') from None
-    finally:
-        container.close()
+    with open_video(path) as container:
+        return sum(1 for _ in decoded(container, path))
 
 
 def decode_frames(path, indices):
     """{index: (3, H, W) uint8 RGB tensor} for the 1-based frame `indices`; decoding stops after the last one
     and converts only the frames asked for. Indices past the end are missing from the result."""
     wanted = set(indices)
-    last = max(wanted)
-    frames = {}
-    container = _open(path)
-    try:
-        for number, frame in enumerate(container.decode(video=0), start=1):
-            if number in wanted:
-                frames[number] = torch.from_numpy(frame.to_ndarray(format='rgb24')).permute(2, 0, 1)
-            if number >= last:
-                break
-    except av.FFmpegError as e:
-        raise VideoError(f'cannot decode {path} ({e})') from None
-    finally:
-        container.close()
-    return frames
+    with open_video(path) as container:
+        return {number: to_tensor(frame) for number, frame in decoded(container, path, max(wanted))
+                if number in wanted}

@@ -15,14 +15,22 @@ class Layout(NamedTuple):
     frames: str
     frame_name: str  # file name of a 1-based frame index
     tool: str  # the script that makes the lists
+    videos: str = ''  # the folder of the video files, read when there is no frame folder ('': none)
+    video_name: str = ''  # file name of a video from its FOLDER
 
     def split_list(self, split):
         return self.train_list if split == 'train' else self.val_list
 
     def describe(self, dataset):
         lists = ', '.join((self.category, self.train_list, self.val_list))
+        videos = f' or videos in ROOT/{self.videos}/{self.video_name.format("FOLDER")}' if self.videos else ''
         return (f'the {dataset} layout expects ROOT/{{{lists}}} and frames in '
-                f'ROOT/{self.frames}/FOLDER/{self.frame_name.format(1)} (make the lists with {self.tool})')
+                f'ROOT/{self.frames}/FOLDER/{self.frame_name.format(1)}{videos} (make the lists with {self.tool})')
+
+    def reads_videos(self, root):
+        """True when the frames come from the video files: they are there and the frame folder is not."""
+        return bool(self.videos) and (not os.path.exists(os.path.join(root, self.frames))
+                                      and os.path.isdir(os.path.join(root, self.videos)))
 
 
 _V1 = 'something-something-v1/'
@@ -30,7 +38,8 @@ LAYOUTS = {
     'somethingv1': Layout(_V1 + 'category.txt', _V1 + 'train_videofolder.txt', _V1 + 'val_videofolder.txt',
                           _V1 + '20bn-something-something-v1', '{:05d}.jpg', 'scripts/gen_lists_somethingv1.py'),
     'somethingv2': Layout('category.txt', 'train_video_folder.txt', 'val_video_folder.txt',
-                          '20bn-something-something-v2-frames', '{:06d}.jpg', 'scripts/gen_lists_somethingv2.py'),
+                          '20bn-something-something-v2-frames', '{:06d}.jpg', 'scripts/gen_lists_somethingv2.py',
+                          '20bn-something-something-v2', '{}.webm'),
 }
 
 
