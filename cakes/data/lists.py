@@ -105,25 +105,48 @@ def video_rows(frames_dir, entries):
     """`FOLDER NUM_FRAMES LABEL` for each (folder, label) that has a frame folder; the others are reported."""
     if not os.path.isdir(frames_dir):
         raise UsageError(f'missing frame folder {frames_dir}: unpack or extract the frames there first')
-    rows, missing = [], []
-    for folder, label in entries:
-        frame_folder = os.path.join(frames_dir, folder)
-        if os.path.isdir(frame_folder):
-            rows.append(f'{folder} {count_frames(frame_folder)} {label}')
-        else:
-            missing.append(folder)
+    counts = {folder: count_frames(os.path.join(frames_dir, folder)) for folder, _ in entries
+              if os.path.isdir(os.path.join(frames_dir, folder))}
+    return counted_rows(entries, counts, f'without a frame folder in {frames_dir}')
+
+
+def counted_rows(entries, counts, why_missing):
+    """`FOLDER NUM_FRAMES LABEL` for each (folder, label) in counts; one warning names the others."""
+    rows = [f'{folder} {counts[folder]} {label}' for folder, label in entries if folder in counts]
+    missing = [folder for folder, _ in entries if folder not in counts]
     if missing:
         shown = ', '.join(missing[:10]) + (', ...' if len(missing) > 10 else '')
-        print(f'warning: left out {len(missing)} listed videos without a frame folder in {frames_dir}: {shown}',
-              file=sys.stderr, flush=True)
+        print(f'warning: left out {len(missing)} listed videos {why_missing}: {shown}', file=sys.stderr, flush=True)
     return rows
 
 
-def make_lists(root, dataset, categories, train_entries, val_entries):
-    """Count the frames of every listed (folder, label), then write the category file and both lists."""
+def video_file_counts(root, layout, folders, jobs):
+    """{folder: num_frames} of the listed videos that decode, counted from the video files (cached beside the
+    lists), and why the others are left out; one warning line per video that does not decode."""
+    from cakes.data.frame_counts import CACHE_NAME, count_videos  # PyAV and torch, only when reading videos
+    videos_dir = os.path.join(root, layout.videos)
+    paths = {folder: os.path.join(videos_dir, layout.video_name.format(folder)) for folder in folders}
+    paths = {folder: path for folder, path in paths.items() if os.path.isfile(path)}
+    counts, failures = count_videos(paths, os.path.join(root, os.path.dirname(layout.train_list), CACHE_NAME), jobs)
+    for folder, error in sorted(failures.items()):
+        print(f'warning: {error}: leaving video {folder} out', file=sys.stderr, flush=True)
+    return counts, f'without a decodable video in {videos_dir}'
+
+
+def make_lists(root, dataset, categories, train_entries, val_entries, jobs=1):
+    """Count the frames of every listed (folder, label), then write the category file and both lists.
+    Frames are counted in the frame folders or, for a layout with videos and no frame folder, by decoding
+    the videos in `jobs` processes."""
     layout = LAYOUTS[dataset]
     frames_dir = os.path.join(root, layout.frames)
-    train, val = video_rows(frames_dir, train_entries), video_rows(frames_dir, val_entries)
+    if layout.reads_videos(root):
+        counts, why_missing = video_file_counts(root, layout, dict(train_entries + val_entries), jobs)
+        train, val = (counted_rows(entries, counts, why_missing) for entries in (train_entries, val_entries))
+    else:
+        if layout.videos and not os.path.isdir(frames_dir):
+            raise UsageError(f'missing frame folder {frames_dir} or video folder {os.path.join(root, layout.videos)}: '
+                             f'unpack the videos or extract their frames there first')
+        train, val = video_rows(frames_dir, train_entries), video_rows(frames_dir, val_entries)
     write_lists(root, layout, categories, train, val)
     print(f'wrote {len(categories)} categories, {len(train)} training and {len(val)} validation videos '
           f'in the {dataset} layout under {root}')
