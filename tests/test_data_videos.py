@@ -13,22 +13,11 @@ from cakes.data import build_dataset
 from cakes.data.decode import VideoError, count_frames, decode_frames
 from cakes.data.lists import LAYOUTS
 from cakes.data.sources import decode_frame
-from cakes.data.synthetic import write_video_file
+from cakes.data.synthetic import panning_frames, write_video_file
 
 V2 = LAYOUTS['somethingv2']
 NUM_FRAMES = {'1': 14, '2': 9}  # video -> frames
 JPEG_TOLERANCE = 4.0  # mean absolute difference, in grey levels, of a frame (or clip) and its JPEG version
-
-
-def panning(count, seed, width=96, height=64, step=6, cell=32):
-    """(count, H, W, 3) uint8: a smooth random scene panning `step` pixels a frame, so that neighbouring frames
-    differ. (Detail finer than `cell` pixels in saturated colours would lose more to JPEG's chroma subsampling
-    than real video frames do.)"""
-    rng = np.random.default_rng(seed)
-    scene_width = width + step * count
-    coarse = rng.integers(0, 256, (height // cell + 1, scene_width // cell + 1, 3), dtype=np.uint8)
-    scene = np.asarray(Image.fromarray(coarse).resize((scene_width, height), Image.BICUBIC))
-    return np.stack([scene[:, step * t:step * t + width] for t in range(count)])
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +25,7 @@ def videos(tmp_path_factory):
     """The folder of two SSV2-style .webm videos."""
     folder = tmp_path_factory.mktemp('videos')
     for seed, (name, count) in enumerate(NUM_FRAMES.items()):
-        write_video_file(str(folder / f'{name}.webm'), panning(count, seed), bit_rate=1_000_000)
+        write_video_file(str(folder / f'{name}.webm'), panning_frames(count, 96, 64, seed=seed), bit_rate=1_000_000)
     return folder
 
 
