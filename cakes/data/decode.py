@@ -2,7 +2,7 @@
 counted from 1, as a frame extractor would have numbered it.
 
 Decoding always starts at the first frame: seeking in VP9 lands on a keyframe by timestamp, which is
-not exact, and a clip's last sampled frame lies near the end of the video anyway. Each container
+not exact, and a clip's last sampled frame lies near the end of the video anyway. By default a container
 decodes on the calling thread only: a DataLoader worker is one of many processes sharing the cores, where
 decoder threads add CPU time without adding throughput (scripts/benchmark_data.py measures both).
 """
@@ -10,20 +10,30 @@ import av
 import torch
 
 
+# One converter for the process: it keeps its swscale context between frames of the same size (a fresh one per
+# frame, as VideoFrame.to_ndarray makes, costs half as much again as the conversion itself).
+RGB = av.video.reformatter.VideoReformatter()
+
+
 class VideoError(Exception):
     """The file cannot be opened or decoded as a video."""
 
 
-def open_video(path):
-    """An open PyAV container with a video stream, decoding on one thread."""
+def open_video(path, threads=1):
+    """An open PyAV container with a video stream, decoding on `threads` threads (0: FFmpeg's choice, with
+    frame and slice threading)."""
     try:
-        container = av.open(path)
+        # the decoder that probes the stream gets the same threads (FFmpeg's choice costs 0.7 ms a video)
+        container = av.open(path, options={'threads': str(threads)})
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f'cannot open {path} as a video ({e})') from None
     if not container.streams.video:
         container.close()
         raise VideoError(f'{path} has no video stream')
-    container.streams.video[0].thread_count = 1
+    stream = container.streams.video[0]
+    stream.thread_count = threads
+    if threads != 1:
+        stream.thread_type = 'AUTO'
     return container
 
 
@@ -40,7 +50,7 @@ def decoded(container, path, last=None):
 
 def to_tensor(frame):
     """(3, H, W) uint8 RGB, channels innermost in memory as a JPEG decoder gives them."""
-    return torch.from_numpy(frame.to_ndarray(format='rgb24')).permute(2, 0, 1)
+    return torch.from_numpy(RGB.reformat(frame, format='rgb24').to_ndarray()).permute(2, 0, 1)
 
 
 def count_frames(path):
@@ -49,10 +59,10 @@ def count_frames(path):
         return sum(1 for _ in decoded(container, path))
 
 
-def decode_frames(path, indices):
+def decode_frames(path, indices, threads=1):
     """{index: (3, H, W) uint8 RGB tensor} for the 1-based frame `indices`; decoding stops after the last one
     and converts only the frames asked for. Indices past the end are missing from the result."""
     wanted = set(indices)
-    with open_video(path) as container:
+    with open_video(path, threads) as container:
         return {number: to_tensor(frame) for number, frame in decoded(container, path, max(wanted))
                 if number in wanted}

@@ -33,7 +33,10 @@ class VideoDataset(torch.utils.data.Dataset):
         return len(self.videos)
 
     def __getitem__(self, index):
-        frames, label = self._load_usable(index)
+        return self.clip(*self._load_usable(index))
+
+    def clip(self, frames, label):
+        """The transformed (T*3, S, S) clip of (T, 3, H, W) uint8 frames, and its label (swapped when flipped)."""
         if self.train:
             frames, label = train_transform(frames, label, self.input_size, self.flip_labels)
         else:
