@@ -25,8 +25,10 @@ from cakes.data import DATASETS, build_dataset  # noqa: E402
 from cakes.data.decode import count_frames, decode_frames, decoded, open_video, to_tensor  # noqa: E402
 from cakes.data.lists import LAYOUTS, write_lists  # noqa: E402
 from cakes.data.reference import pil_item  # noqa: E402
+from cakes.data.sources import VideoFiles  # noqa: E402
 from cakes.data.synthetic import panning_frames, write_video_file  # noqa: E402
 from cakes.data.video_dataset import stack_channels_last  # noqa: E402
+from cakes.errors import UsageError  # noqa: E402
 
 SSV2 = LAYOUTS['somethingv2']
 WIDTH, HEIGHT, FPS = 427, 240, 12  # an SSV2 video
@@ -68,6 +70,9 @@ def timed(load, count, seed=0):
 def clips_per_second(args):
     dataset = build_dataset(args.dataset, args.root_path, args.split, args.num_segments, args.input_size,
                             uint8=args.uint8)
+    if args.reference and isinstance(dataset.source, VideoFiles):
+        raise UsageError(f'--reference reads JPEG frames, and {args.root_path} has the videos only: '
+                         f'extract the frames with scripts/extract_frames.py')
     load = (lambda index: pil_item(dataset, index)) if args.reference else dataset.__getitem__
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     seconds, _ = timed(load, count)

@@ -166,3 +166,12 @@ def test_frame_folder_wins_over_videos(videos, tmp_path):
     root = make_v2_root(tmp_path, videos, ROWS)
     os.makedirs(root / V2.frames)
     assert build_dataset('somethingv2', root, 'val', 4).source.directory == os.path.join(root, V2.frames)
+
+
+def test_main_trains_and_validates_from_videos(videos, tmp_path, capsys):
+    """The whole run on SSV2 videos, decoded in a DataLoader worker process."""
+    from conftest import run_main
+    root = make_v2_root(tmp_path / 'data', videos, ROWS)
+    run_main(str(root), tmp_path / 'out', '--dataset', 'somethingv2', '--epochs', '1', '-j', '1')
+    out = capsys.readouterr()
+    assert 'Testing Results: Prec@1 ' in out.out and 'data problems' not in out.out + out.err
