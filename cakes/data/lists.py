@@ -97,8 +97,10 @@ def count_frames(folder):
 
 
 def write_lines(path, lines):
-    with open(path, 'w') as f:
+    """Through a temporary file and a rename: a stopped run leaves the old list or the new one, never half."""
+    with open(path + '.tmp', 'w') as f:
         f.writelines(line + '\n' for line in lines)
+    os.replace(path + '.tmp', path)
 
 
 def video_rows(frames_dir, entries):
