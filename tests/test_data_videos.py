@@ -175,3 +175,14 @@ def test_main_trains_and_validates_from_videos(videos, tmp_path, capsys):
     run_main(str(root), tmp_path / 'out', '--dataset', 'somethingv2', '--epochs', '1', '-j', '1')
     out = capsys.readouterr()
     assert 'Testing Results: Prec@1 ' in out.out and 'data problems' not in out.out + out.err
+
+
+def test_dataloader_workers_decode_after_the_parent_did(videos, tmp_path):
+    """Frames converted in the parent first, then in forked workers: nothing made before the fork may wait
+    for threads the child does not have (the loader's timeout turns a hang into a failure)."""
+    root = make_v2_root(tmp_path, videos, ROWS)
+    dataset = build_dataset('somethingv2', root, 'val', 4, input_size=32, uint8=True)
+    parent = [dataset[index][0] for index in range(len(dataset))]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1, timeout=60,
+                                         multiprocessing_context='fork')
+    assert all(torch.equal(clip[0], expected) for (clip, _), expected in zip(loader, parent))

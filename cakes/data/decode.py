@@ -6,13 +6,13 @@ not exact, and a clip's last sampled frame lies near the end of the video anyway
 decodes on the calling thread only: a DataLoader worker is one of many processes sharing the cores, where
 decoder threads add CPU time without adding throughput (scripts/benchmark_data.py measures both).
 """
+import os
+
 import av
 import torch
 
 
-# One converter for the process: it keeps its swscale context between frames of the same size (a fresh one per
-# frame, as VideoFrame.to_ndarray makes, costs half as much again as the conversion itself).
-RGB = av.video.reformatter.VideoReformatter()
+_converters = {}  # process id -> VideoReformatter
 
 
 class VideoError(Exception):
@@ -50,7 +50,19 @@ def decoded(container, path, last=None):
 
 def to_tensor(frame):
     """(3, H, W) uint8 RGB, channels innermost in memory as a JPEG decoder gives them."""
-    return torch.from_numpy(RGB.reformat(frame, format='rgb24').to_ndarray()).permute(2, 0, 1)
+    rgb = _converter().reformat(frame, format='rgb24', threads=1)
+    return torch.from_numpy(rgb.to_ndarray()).permute(2, 0, 1)
+
+
+def _converter():
+    """One converter per process: it keeps its swscale context between frames of the same size (a fresh one
+    per frame, as VideoFrame.to_ndarray makes, costs half as much again as the conversion itself). Per process
+    and on one thread, because a context made before a fork (DataLoader workers) waits forever in the child
+    for the slice threads it had in the parent."""
+    pid = os.getpid()
+    if pid not in _converters:  # the parent's stays referenced: freeing it in the child could wait as well
+        _converters[pid] = av.video.reformatter.VideoReformatter()
+    return _converters[pid]
 
 
 def count_frames(path):

@@ -4,8 +4,10 @@ The cache has one `FOLDER NUM_FRAMES BYTES` line per counted video, appended as 
 a run that is stopped goes on where it was. A count is reused only when the file still has that size; a
 line cut short by a kill does not parse or does not match, and that video is counted again.
 """
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -50,6 +52,11 @@ def _ends_with_newline(path):
         return f.read(1) == b'\n'
 
 
+def _ignore_sigint():
+    """Ctrl-C stops the parent, which ends the pool: no traceback from every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _count(item):
     """(folder, size, num_frames or the error message): run in the pool's worker processes."""
     folder, path, size = item
@@ -79,6 +86,10 @@ def count_videos(paths, cache_path, jobs):
                 cache.add(folder, result, size)
             else:
                 failures[folder] = result
+    except KeyboardInterrupt:
+        print(f'\nstopped with {len(counts)} of {len(paths)} videos counted (in {cache_path}): run again to go on',
+              file=sys.stderr, flush=True)
+        sys.exit(130)
     finally:
         cache.close()
     return counts, failures
@@ -90,23 +101,11 @@ def _results(todo, jobs):
         return
     bar = ProgressBar('counting frames', len(todo), stream=sys.stderr)
     drawn = 0.0
-    with multiprocessing.Pool(jobs) if jobs > 1 else _InProcess() as pool:
-        for done, result in enumerate(pool.imap_unordered(_count, todo, chunksize=4), 1):
+    with multiprocessing.Pool(jobs, _ignore_sigint) if jobs > 1 else contextlib.nullcontext() as pool:
+        results = pool.imap_unordered(_count, todo, chunksize=4) if pool else map(_count, todo)
+        for done, result in enumerate(results, 1):
             yield result
             if time.time() - drawn > REDRAW_SECONDS or done == len(todo):
                 bar.update(done)
                 drawn = time.time()
     bar.finish()
-
-
-class _InProcess:
-    """The Pool interface that -j 1 needs, without worker processes."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap_unordered(self, function, items, chunksize):
-        return map(function, items)
