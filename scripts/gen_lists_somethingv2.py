@@ -3,6 +3,9 @@
 Reads ROOT/something-something-v2-{labels,train,validation}.json and the frame folders in
 ROOT/20bn-something-something-v2-frames/; writes ROOT/category.txt (line number = label id),
 train_video_folder.txt and val_video_folder.txt (`ID NUM_FRAMES LABEL`).
+
+Without the frame folder, the frames are counted by decoding the videos ROOT/20bn-something-something-v2/ID.webm
+in -j processes; the counts go to ROOT/video_frame_counts.txt as they come, so a stopped run resumes.
 """
 import argparse
 import json
@@ -53,19 +56,23 @@ def read_rows(path, labels):
     return rows
 
 
-def generate(root):
+def generate(root, jobs=1):
     """Read every input, count the frames, then write: an error leaves no partial output."""
     categories = read_categories(os.path.join(root, PREFIX + 'labels.json'))
     labels = {name: label for label, name in enumerate(categories)}
     train, val = (read_rows(os.path.join(root, PREFIX + name), labels) for name in ('train.json', 'validation.json'))
-    make_lists(root, 'somethingv2', categories, train, val)
+    make_lists(root, 'somethingv2', categories, train, val, jobs)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('root', help='dataset root, the --root_path of training')
+    parser.add_argument('-j', '--jobs', type=int, default=os.cpu_count(),
+                        help='processes decoding videos at once (when counting from the videos)')
     args = parser.parse_args(argv)
-    generate(args.root)
+    if args.jobs < 1:
+        raise UsageError(f'-j {args.jobs}: give at least 1 process')
+    generate(args.root, args.jobs)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 
 import pytest
 
@@ -115,3 +116,72 @@ def test_v2_cli_error_message(v2_root):
     assert result.returncode == 2
     assert result.stderr == f"error: missing {v2_root / 'something-something-v2-labels.json'}: put the official " \
                             f'SSV2 JSON files in {v2_root}\n'
+
+
+V2_VIDEOS = '20bn-something-something-v2'
+VIDEO_FRAMES = {'5': 3, '6': 9, '7': 5}
+
+
+@pytest.fixture(scope='module')
+def v2_videos(tmp_path_factory):
+    """The .webm videos of the v2_root videos, and a file that is no video for another listed one (8)."""
+    from cakes.data.synthetic import panning_frames, write_video_file
+    folder = tmp_path_factory.mktemp('v2_videos')
+    for seed, (name, count) in enumerate(VIDEO_FRAMES.items()):
+        write_video_file(str(folder / f'{name}.webm'), panning_frames(count, 32, 32, seed=seed, cell=8))
+    write_text(folder / '8.webm', 'not a video')
+    return folder
+
+
+def video_root(v2_root, v2_videos):
+    """v2_root with the videos instead of the frame folders."""
+    shutil.rmtree(v2_root / '20bn-something-something-v2-frames')
+    shutil.copytree(v2_videos, v2_root / V2_VIDEOS)
+    return v2_root
+
+
+@pytest.mark.parametrize('jobs', ['1', '2'])
+def test_v2_lists_from_videos_equal_lists_from_frames(v2_root, v2_videos, capsys, jobs):
+    run_cli(load_script('gen_lists_somethingv2').main, [str(v2_root)])
+    from_frames = [read(v2_root / name) for name in ('category.txt', 'train_video_folder.txt', 'val_video_folder.txt')]
+    capsys.readouterr()
+    root = video_root(v2_root, v2_videos)
+    run_cli(load_script('gen_lists_somethingv2').main, [str(root), '-j', jobs])
+    assert [read(root / name) for name in ('category.txt', 'train_video_folder.txt', 'val_video_folder.txt')] \
+        == from_frames
+    err = capsys.readouterr().err
+    assert f"warning: cannot open {root / V2_VIDEOS / '8.webm'} as a video" in err
+    assert f'left out 1 listed videos without a decodable video in {root / V2_VIDEOS}: 8' in err
+    assert 'counting frames [' in err and '4/4' in err
+    assert sorted(read(root / 'video_frame_counts.txt').splitlines()) == [
+        f"{name} {count} {os.path.getsize(root / V2_VIDEOS / f'{name}.webm')}" for name, count in VIDEO_FRAMES.items()]
+
+
+def test_v2_video_counts_resume_from_the_cache(v2_root, v2_videos, capsys, monkeypatch):
+    import cakes.data.frame_counts as frame_counts
+    root = video_root(v2_root, v2_videos)
+    size = os.path.getsize(root / V2_VIDEOS / '6.webm')
+    # 5 counted before; 6 counted when the file had another size; 7's line cut short by a kill
+    write_text(root / 'video_frame_counts.txt', f"5 40 {os.path.getsize(root / V2_VIDEOS / '5.webm')}\n"
+                                                f'6 40 {size + 1}\n7 5')
+    counted = []
+    monkeypatch.setattr(frame_counts, 'count_frames', lambda path: counted.append(os.path.basename(path)) or 11)
+    run_cli(load_script('gen_lists_somethingv2').main, [str(root), '-j', '1'])
+    assert sorted(counted) == ['6.webm', '7.webm', '8.webm']
+    assert read(root / 'train_video_folder.txt') == '5 40 2\n6 11 1\n8 11 0\n'  # 8 'decodes' with the stand-in
+    assert read(root / 'video_frame_counts.txt').splitlines()[:3] == [
+        f"5 40 {os.path.getsize(root / V2_VIDEOS / '5.webm')}", f'6 40 {size + 1}', '7 5']
+    assert frame_counts.read_cache(root / 'video_frame_counts.txt')['7'] == (11, os.path.getsize(root / V2_VIDEOS / '7.webm'))
+    assert '1 of 4 videos counted before' in capsys.readouterr().err
+    counted.clear()
+    run_cli(load_script('gen_lists_somethingv2').main, [str(root), '-j', '1'])
+    assert counted == []
+
+
+def test_v2_without_frames_or_videos_names_both(v2_root, capsys):
+    shutil.rmtree(v2_root / '20bn-something-something-v2-frames')
+    with pytest.raises(SystemExit):
+        run_cli(load_script('gen_lists_somethingv2').main, [str(v2_root)])
+    assert capsys.readouterr().err == (
+        f"error: missing frame folder {v2_root / '20bn-something-something-v2-frames'} or video folder "
+        f'{v2_root / V2_VIDEOS}: unpack the videos or extract their frames there first\n')

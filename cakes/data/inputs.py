@@ -4,7 +4,8 @@ import os
 
 from cakes.data.decode import VideoError, count_frames, decode_frames
 from cakes.data.lists import LAYOUTS
-from cakes.data.video_dataset import decode_frame, stack_channels_last
+from cakes.data.sources import decode_frame
+from cakes.data.video_dataset import stack_channels_last
 
 FRAME_NAMES = tuple(dict.fromkeys(layout.frame_name for layout in LAYOUTS.values()))  # 00001.jpg, 000001.jpg
 

@@ -15,14 +15,22 @@ class Layout(NamedTuple):
     frames: str
     frame_name: str  # file name of a 1-based frame index
     tool: str  # the script that makes the lists
+    videos: str = ''  # the folder of the video files, read when there is no frame folder ('': none)
+    video_name: str = ''  # file name of a video from its FOLDER
 
     def split_list(self, split):
         return self.train_list if split == 'train' else self.val_list
 
     def describe(self, dataset):
         lists = ', '.join((self.category, self.train_list, self.val_list))
+        videos = f' or videos in ROOT/{self.videos}/{self.video_name.format("FOLDER")}' if self.videos else ''
         return (f'the {dataset} layout expects ROOT/{{{lists}}} and frames in '
-                f'ROOT/{self.frames}/FOLDER/{self.frame_name.format(1)} (make the lists with {self.tool})')
+                f'ROOT/{self.frames}/FOLDER/{self.frame_name.format(1)}{videos} (make the lists with {self.tool})')
+
+    def reads_videos(self, root):
+        """True when the frames come from the video files: they are there and the frame folder is not."""
+        return bool(self.videos) and (not os.path.exists(os.path.join(root, self.frames))
+                                      and os.path.isdir(os.path.join(root, self.videos)))
 
 
 _V1 = 'something-something-v1/'
@@ -30,7 +38,8 @@ LAYOUTS = {
     'somethingv1': Layout(_V1 + 'category.txt', _V1 + 'train_videofolder.txt', _V1 + 'val_videofolder.txt',
                           _V1 + '20bn-something-something-v1', '{:05d}.jpg', 'scripts/gen_lists_somethingv1.py'),
     'somethingv2': Layout('category.txt', 'train_video_folder.txt', 'val_video_folder.txt',
-                          '20bn-something-something-v2-frames', '{:06d}.jpg', 'scripts/gen_lists_somethingv2.py'),
+                          '20bn-something-something-v2-frames', '{:06d}.jpg', 'scripts/gen_lists_somethingv2.py',
+                          '20bn-something-something-v2', '{}.webm'),
 }
 
 
@@ -88,33 +97,58 @@ def count_frames(folder):
 
 
 def write_lines(path, lines):
-    with open(path, 'w') as f:
+    """Through a temporary file and a rename: a stopped run leaves the old list or the new one, never half."""
+    with open(path + '.tmp', 'w') as f:
         f.writelines(line + '\n' for line in lines)
+    os.replace(path + '.tmp', path)
 
 
 def video_rows(frames_dir, entries):
     """`FOLDER NUM_FRAMES LABEL` for each (folder, label) that has a frame folder; the others are reported."""
     if not os.path.isdir(frames_dir):
         raise UsageError(f'missing frame folder {frames_dir}: unpack or extract the frames there first')
-    rows, missing = [], []
-    for folder, label in entries:
-        frame_folder = os.path.join(frames_dir, folder)
-        if os.path.isdir(frame_folder):
-            rows.append(f'{folder} {count_frames(frame_folder)} {label}')
-        else:
-            missing.append(folder)
+    counts = {folder: count_frames(os.path.join(frames_dir, folder)) for folder, _ in entries
+              if os.path.isdir(os.path.join(frames_dir, folder))}
+    return counted_rows(entries, counts, f'without a frame folder in {frames_dir}')
+
+
+def counted_rows(entries, counts, why_missing):
+    """`FOLDER NUM_FRAMES LABEL` for each (folder, label) in counts; one warning names the others."""
+    rows = [f'{folder} {counts[folder]} {label}' for folder, label in entries if folder in counts]
+    missing = [folder for folder, _ in entries if folder not in counts]
     if missing:
         shown = ', '.join(missing[:10]) + (', ...' if len(missing) > 10 else '')
-        print(f'warning: left out {len(missing)} listed videos without a frame folder in {frames_dir}: {shown}',
-              file=sys.stderr, flush=True)
+        print(f'warning: left out {len(missing)} listed videos {why_missing}: {shown}', file=sys.stderr, flush=True)
     return rows
 
 
-def make_lists(root, dataset, categories, train_entries, val_entries):
-    """Count the frames of every listed (folder, label), then write the category file and both lists."""
+def video_file_counts(root, layout, folders, jobs):
+    """{folder: num_frames} of the listed videos that decode, counted from the video files (cached beside the
+    lists), and why the others are left out; one warning line per video that does not decode."""
+    from cakes.data.frame_counts import CACHE_NAME, count_videos  # PyAV and torch, only when reading videos
+    videos_dir = os.path.join(root, layout.videos)
+    paths = {folder: os.path.join(videos_dir, layout.video_name.format(folder)) for folder in folders}
+    paths = {folder: path for folder, path in paths.items() if os.path.isfile(path)}
+    counts, failures = count_videos(paths, os.path.join(root, os.path.dirname(layout.train_list), CACHE_NAME), jobs)
+    for folder, error in sorted(failures.items()):
+        print(f'warning: {error}: leaving video {folder} out', file=sys.stderr, flush=True)
+    return counts, f'without a decodable video in {videos_dir}'
+
+
+def make_lists(root, dataset, categories, train_entries, val_entries, jobs=1):
+    """Count the frames of every listed (folder, label), then write the category file and both lists.
+    Frames are counted in the frame folders or, for a layout with videos and no frame folder, by decoding
+    the videos in `jobs` processes."""
     layout = LAYOUTS[dataset]
     frames_dir = os.path.join(root, layout.frames)
-    train, val = video_rows(frames_dir, train_entries), video_rows(frames_dir, val_entries)
+    if layout.reads_videos(root):
+        counts, why_missing = video_file_counts(root, layout, dict(train_entries + val_entries), jobs)
+        train, val = (counted_rows(entries, counts, why_missing) for entries in (train_entries, val_entries))
+    else:
+        if layout.videos and not os.path.isdir(frames_dir):
+            raise UsageError(f'missing frame folder {frames_dir} or video folder {os.path.join(root, layout.videos)}: '
+                             f'unpack the videos or extract their frames there first')
+        train, val = video_rows(frames_dir, train_entries), video_rows(frames_dir, val_entries)
     write_lists(root, layout, categories, train, val)
     print(f'wrote {len(categories)} categories, {len(train)} training and {len(val)} validation videos '
           f'in the {dataset} layout under {root}')

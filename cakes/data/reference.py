@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cakes.data.transforms import (FLIP_LABELS, MEAN, STD, center_crop_offset, random_crop_box, random_flip,
-                                 scaled_size, val_scale)
+from cakes.data.transforms import (MEAN, STD, center_crop_offset, random_crop_box, random_flip, scaled_size,
+                                   val_scale)
 
 
 def pil_item(dataset, index):
@@ -21,7 +21,7 @@ def pil_item(dataset, index):
         images = [image.crop((x, y, x + width, y + height)).resize((size, size), Image.BILINEAR) for image in images]
         if random_flip():
             images = [image.transpose(Image.FLIP_LEFT_RIGHT) for image in images]
-            label = FLIP_LABELS.get(label, label)
+            label = dataset.flip_labels.get(label, label)
     else:
         width, height = scaled_size(*images[0].size, val_scale(size))
         x, y = center_crop_offset(width, height, size)

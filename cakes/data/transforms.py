@@ -3,6 +3,9 @@
 Resizing uses torch's antialiased bilinear interpolation, which follows PIL's resampling, so the
 clips match the released PIL pipeline within one grey level.
 """
+import re
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,8 +15,39 @@ STD = (0.229, 0.224, 0.225)
 SCALES = (1, .875, .75, .66)
 # The 13 crop positions of TSN's multi-scale crop, in steps of a 4x4 grid, in TSN's order.
 OFFSETS = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3))
-# Classes that a horizontal flip turns into each other ("left to right" / "right to left").
+# Classes that a horizontal flip turns into each other ("left to right" / "right to left"), as released:
+# right only for TRN's alphabetical category order. flip_labels() finds the pairs by name instead.
 FLIP_LABELS = {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
+LEFT_RIGHT = re.compile(r'\b(left|right|Left|Right|LEFT|RIGHT)\b')
+MIRROR = {'left': 'right', 'right': 'left', 'Left': 'Right', 'Right': 'Left', 'LEFT': 'RIGHT', 'RIGHT': 'LEFT'}
+
+
+def mirrored_name(name):
+    """The class name with the words left and right exchanged."""
+    return LEFT_RIGHT.sub(lambda match: MIRROR[match.group()], name)
+
+
+def name_flip_labels(names):
+    """{label: label} for every two class names that become each other when left and right are exchanged."""
+    labels = {name: label for label, name in enumerate(names)}
+    return {label: labels[mirrored_name(name)] for label, name in enumerate(names)
+            if mirrored_name(name) != name and mirrored_name(name) in labels}
+
+
+def format_pairs(flips):
+    return ', '.join(f'{a}/{b}' for a, b in sorted(flips.items()) if a < b) or 'none'
+
+
+def flip_labels(names, where):
+    """The label swap of a flipped clip: the pairs found by name in `names`, or the released FLIP_LABELS when
+    the names have none (synthetic data). One warning line names the pairs used when they differ."""
+    by_name = name_flip_labels(names)
+    if not by_name:
+        return FLIP_LABELS
+    if by_name != FLIP_LABELS:
+        print(f'warning: the left/right class names of {where} differ from the released flip pairs '
+              f'{format_pairs(FLIP_LABELS)}: flipped clips swap {format_pairs(by_name)}', file=sys.stderr, flush=True)
+    return by_name
 
 
 def crop_size_pairs(width, height, size):
@@ -63,13 +97,13 @@ def resize(frames, width, height):
     return F.interpolate(frames, size=(height, width), mode='bilinear', antialias=True, align_corners=False)
 
 
-def train_transform(frames, label, size):
-    """Multi-scale crop to size x size, then a random flip that swaps left/right labels."""
+def train_transform(frames, label, size, flips=FLIP_LABELS):
+    """Multi-scale crop to size x size, then a random flip that swaps left/right labels (`flips`)."""
     height, width = frames.shape[-2:]
     x, y, crop_width, crop_height = random_crop_box(width, height, size)
     frames = resize(frames[..., y:y + crop_height, x:x + crop_width], size, size)
     if random_flip():
-        frames, label = frames.flip(-1), FLIP_LABELS.get(label, label)
+        frames, label = frames.flip(-1), flips.get(label, label)
     return frames, label
 
 

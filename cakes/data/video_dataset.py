@@ -1,33 +1,13 @@
 """The clip dataset: sampling, robust frame loading and the transforms, one clip per video."""
-import os
-import sys
-import warnings
-
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from cakes.data.sampling import train_indices, val_indices
-from cakes.data.transforms import normalize, train_transform, val_transform
+from cakes.data.sources import warn
+from cakes.data.transforms import FLIP_LABELS, normalize, train_transform, val_transform
 from cakes.errors import UsageError
 
 MAX_TRIES = 100  # unusable videos in a row before giving up on the frame folder
-
-
-def warn(message):
-    print(f'warning: {message}', file=sys.stderr, flush=True)
-
-
-def decode_frame(path):
-    """(3, H, W) uint8 RGB, or None when the file is missing or not a readable JPEG."""
-    try:
-        with warnings.catch_warnings():
-            # torchvision 0.29 deprecates its decoders in favour of TorchCodec, a new dependency; they
-            # stay the fastest JPEG path available here (libjpeg-turbo straight into a tensor).
-            warnings.simplefilter('ignore', DeprecationWarning)
-            return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        return None
 
 
 def stack_channels_last(frames):
@@ -38,10 +18,10 @@ def stack_channels_last(frames):
 class VideoDataset(torch.utils.data.Dataset):
     """(clip, label) per video: clip (T*3, S, S), float32 normalised or, with uint8, raw RGB."""
 
-    def __init__(self, videos, frames_dir, frame_name, num_segments, input_size, train, uint8):
+    def __init__(self, videos, source, num_segments, input_size, train, uint8, flip_labels=FLIP_LABELS):
         self.videos = videos
-        self.frames_dir = frames_dir
-        self.frame_name = frame_name
+        self.source = source  # sources.FrameFolders or sources.VideoFiles
+        self.flip_labels = flip_labels  # label -> label of the mirrored action
         self.num_segments = num_segments
         self.input_size = input_size
         self.train = train
@@ -53,9 +33,12 @@ class VideoDataset(torch.utils.data.Dataset):
         return len(self.videos)
 
     def __getitem__(self, index):
-        frames, label = self._load_usable(index)
+        return self.clip(*self._load_usable(index))
+
+    def clip(self, frames, label):
+        """The transformed (T*3, S, S) clip of (T, 3, H, W) uint8 frames, and its label (swapped when flipped)."""
         if self.train:
-            frames, label = train_transform(frames, label, self.input_size)
+            frames, label = train_transform(frames, label, self.input_size, self.flip_labels)
         else:
             frames = val_transform(frames, self.input_size)
         clip = frames if self.uint8 else normalize(frames)
@@ -73,7 +56,8 @@ class VideoDataset(torch.utils.data.Dataset):
         return pick(video.num_frames, self.num_segments)
 
     def frame_path(self, video, index):
-        return os.path.join(self.frames_dir, video.folder, self.frame_name.format(index))
+        """The JPEG file of a frame (frame folders only)."""
+        return self.source.frame_path(video, index)
 
     def _load_usable(self, index):
         """Frames and label of the video, or of a random other one while a video is unusable."""
@@ -84,24 +68,25 @@ class VideoDataset(torch.utils.data.Dataset):
                 return frames, video.label
             self._problems[1] += 1
             index = (index + 1 + np.random.randint(max(len(self.videos) - 1, 1))) % len(self.videos)
-        raise UsageError(f'no usable video in {MAX_TRIES} tries in {self.frames_dir}: check the frame folders')
+        raise UsageError(f'no usable video in {MAX_TRIES} tries in {self.source.directory}: '
+                         f'check the {self.source.what}')
 
     def _load(self, video):
-        """(T, 3, H, W) uint8 frames; unreadable ones replaced by frame 1; None without a folder or frame 1."""
-        folder = os.path.join(self.frames_dir, video.folder)
-        if not os.path.isdir(folder):
-            warn(f'missing video folder {folder}, using another video')
+        """(T, 3, H, W) uint8 frames; unreadable ones replaced by frame 1; None without the video or frame 1."""
+        if not self.source.has(video):
             return None
         indices = self.sample(video)
-        decoded = {index: decode_frame(self.frame_path(video, index)) for index in set(indices)}
+        decoded = self.source.read(video, indices)
+        if decoded is None:
+            return None
         unreadable = [index for index, frame in decoded.items() if frame is None]
         if unreadable:
-            first = decoded[1] if 1 in decoded else decode_frame(self.frame_path(video, 1))
+            first = decoded[1] if 1 in decoded else (self.source.read(video, [1]) or {}).get(1)
             if first is None:
-                warn(f'unreadable frame {self.frame_path(video, 1)}, using another video')
+                warn(f'unreadable frame {self.source.describe_frame(video, 1)}, using another video')
                 return None
             for index in unreadable:
-                warn(f'unreadable frame {self.frame_path(video, index)}, using frame 1')
+                warn(f'unreadable frame {self.source.describe_frame(video, index)}, using frame 1')
                 decoded[index] = first
             self._problems[0] += len(unreadable)
         return stack_channels_last([decoded[index] for index in indices])
