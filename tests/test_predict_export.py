@@ -13,7 +13,7 @@ from conftest import run_main
 from conftest_data import load_script
 from cakes.cli import run_cli
 from cakes.data.lists import read_categories
-from cakes.data.video_dataset import decode_frame
+from cakes.data.sources import decode_frame
 from cakes.engine.checkpoint import released_state
 from cakes.models.description import build_from_description, describe
 
