@@ -8,9 +8,14 @@ DATASETS = tuple(LAYOUTS)
 SPLITS = ('train', 'val')
 
 
-def num_classes(dataset, root_path):
+def class_names(dataset, root_path):
+    """The lines of the dataset's category.txt: the class names in label order."""
     layout = get_layout(dataset)
-    return len(read_categories(existing_path(dataset, root_path, layout.category, 'category file')))
+    return read_categories(existing_path(dataset, root_path, layout.category, 'category file'))
+
+
+def num_classes(dataset, root_path):
+    return len(class_names(dataset, root_path))
 
 
 def build_dataset(dataset, root_path, split, num_segments, input_size=224, train=None, uint8=False):
@@ -32,4 +37,4 @@ def build_dataset(dataset, root_path, split, num_segments, input_size=224, train
                         split == 'train' if train is None else train, uint8)
 
 
-__all__ = ['DATASETS', 'num_classes', 'build_dataset', 'normalize_uint8']
+__all__ = ['DATASETS', 'class_names', 'num_classes', 'build_dataset', 'normalize_uint8']

@@ -2,8 +2,10 @@
 import glob
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import uuid
 import warnings
 
 import torch
@@ -191,3 +193,33 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def write_text_atomic(path, text):
+    _write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def link_atomic(src, dst):
+    """`dst` becomes a hard link to `src` (one file on disk for both; a later atomic save to `src` replaces
+    its name only, so `dst` keeps the old contents), made under a temporary name and renamed over `dst`.
+    Where links cannot be made (EPERM, EXDEV, a file system without them), an atomic copy instead."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(folder, f'.{os.path.basename(dst)}.{uuid.uuid4().hex}.tmp')  # _write_atomic's stale pattern
+    try:
+        os.link(src, tmp)
+    except OSError:
+        copy_atomic(src, dst)
+        return
+    try:
+        os.replace(tmp, dst)
+        _fsync_folder(folder)
+    except OSError as e:
+        os.remove(tmp)
+        raise UsageError(f"cannot write '{dst}' ({e.strerror or e}); the previous file, if any, is intact") from None
+
+
+def prune_output_prefix(checkpoint_path):
+    """Where --prune writes beside a supernet checkpoint: its path without `_checkpoint.pth.tar`, `_best.pth.tar`,
+    `_epochN.pth.tar` or `.pth.tar` (any other extension: without it); outputs add `_conv_config.txt` etc."""
+    stripped = re.sub(r'(_checkpoint|_best|_epoch\d+)?\.pth\.tar$', '', checkpoint_path)
+    return stripped if stripped != checkpoint_path else os.path.splitext(checkpoint_path)[0]
