@@ -131,6 +131,9 @@ def parse_args(argv=None):
     path = args.prune_model_path if args.prune else (args.finetune or args.resume)
     checkpoint = load_checkpoint(path) if path else None
     description = read_description(checkpoint) if checkpoint is not None else None
+    if args.prune and description is not None and not description['search']:
+        raise UsageError(f"'{path}' holds a network trained without --search (op code {description['op_code']}): "
+                         '--prune reads the checkpoint of a --search supernet')
     filled = fill_network_flags(args, {flag: parser.get_default(flag) for flag in NETWORK_FLAGS}, description)
     return args, Source(path, checkpoint, description, filled)
 
@@ -317,8 +320,8 @@ def log_changed_settings(saved, args, log, filled=()):
 def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None):
     """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
     resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only), with
-    --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every process calls it (rank 0 writes) and 'rank_rng' holds every
-    process's RNG states ('rng' is rank 0's)."""
+    --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every
+    process calls it (rank 0 writes) and 'rank_rng' holds every process's RNG states ('rng' is rank 0's)."""
     rngs = distributed.gather(rng_state(sampler))
     state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
              'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
@@ -453,7 +456,8 @@ def check_classes(source, class_names, args):
                          '--root_path it was trained on')
 
 
-def run(args, conv_config, source=Source()):
+def run(args, conv_config, source=None):
+    source = source or Source()
     if distributed.active():
         check_batch(args.batch_size, 0)
         batch_size, gpus = distributed.process_batch(args.batch_size), int(torch.cuda.is_available())
@@ -484,7 +488,8 @@ def run(args, conv_config, source=Source()):
     optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
     scaler = grad_scaler(device, args.amp)
     best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler, source.take(args.resume),
-                                                source.filled) if args.resume else (0.0, 0, None))
+                                                source.filled if source.path == args.resume else ())
+                                         if args.resume else (0.0, 0, None))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
     val_loader = make_loader(args, 'val', batch_size)
@@ -495,10 +500,10 @@ def run(args, conv_config, source=Source()):
     train_loader = make_loader(args, 'train', batch_size)
     if rngs is not None:  # last: building the model and the loaders drew from them
         restore_process_rng(rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
+    description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
+                           class_names)
     loop.board = make_board(args, len(train_loader), start_iteration)
     try:
-        description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
-                               class_names)
         train(loop, (train_loader, val_loader), best_prec1, start_iteration, description)
     finally:
         loop.board.close()

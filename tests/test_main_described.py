@@ -113,6 +113,16 @@ def test_finetune_flags_are_compared_with_the_pruned_network(data, pipeline, tmp
     assert 'disagrees with the checkpoint (op_code convst)' in capsys.readouterr().err
 
 
+def test_prune_refuses_a_described_network_that_is_no_supernet(data, pipeline, tmp_path, monkeypatch, capsys):
+    _, _, pruned = pipeline
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run(data, tmp_path, '--prune', '--prune_model_path', pruned)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and 'without --search (op code convst)' in err[0]
+    assert not os.listdir(tmp_path)
+
+
 def test_a_checkpoint_for_other_classes_is_refused_at_evaluate(data, pipeline, tmp_path, capsys):
     _, _, pruned = pipeline
     checkpoint = load(pruned)
