@@ -128,6 +128,7 @@ def parse_args(argv=None):
     checkpoint the run starts from, else with their defaults. Returns (args, Source)."""
     parser = build_parser()
     args = parser.parse_args(argv, argparse.Namespace(**not_given()))
+    check_combinations(args)
     path = args.prune_model_path if args.prune else (args.finetune or args.resume)
     checkpoint = load_checkpoint(path) if path else None
     description = read_description(checkpoint) if checkpoint is not None else None
@@ -140,11 +141,10 @@ def parse_args(argv=None):
 
 def check_args(args):
     """Refuse flag combinations that cannot mean what the user wants."""
+    check_combinations(args)
     spec = ops.op_spec(args.op_code)
     if spec.family == 'dropout' and not args.search:
         raise UsageError(f"--op_code {args.op_code} is a dropout supernet: add --search")
-    if args.prune and not args.prune_model_path:
-        raise UsageError('--prune needs --prune_model_path CKPT, the supernet checkpoint to prune')
     if args.prune and (not args.search or spec.family == 'plain'):
         raise UsageError('--prune reads a supernet: give --search and the CAKES op code it was searched with')
     if args.search and args.conv_config:
@@ -155,10 +155,16 @@ def check_args(args):
         raise UsageError('--finetune needs --conv_config, the widths pruning found for that supernet (without it, '
                          f"the file --prune writes beside the supernet: {prune_output_prefix(args.finetune)}"
                          "_conv_config.txt)")
-    if args.finetune and args.resume:
-        raise UsageError('give either --resume (continue a run) or --finetune (start from a supernet), not both')
     if (args.sparsity_regularization or args.reweight) and spec.family == 'plain':
         raise UsageError(f'-sr/--reweight act on CAKES BN scales; --op_code {args.op_code} has none')
+
+
+def check_combinations(args):
+    """The checks that do not depend on the network flags: parse_args makes them before it reads a checkpoint."""
+    if args.prune and not args.prune_model_path:
+        raise UsageError('--prune needs --prune_model_path CKPT, the supernet checkpoint to prune')
+    if args.finetune and args.resume:
+        raise UsageError('give either --resume (continue a run) or --finetune (start from a supernet), not both')
     if args.reweight and not args.sparsity_regularization:
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.evaluate and args.prune:
