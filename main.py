@@ -12,6 +12,7 @@ Several GPUs or machines: `torchrun --nnodes N --nproc_per_node G main.py ...` t
 (NCCL on GPUs, gloo on CPUs), one process per GPU; -b stays the global batch. Rank 0 prints, logs and saves.
 """
 import argparse
+import dataclasses
 import os
 
 from cakes.runtime import tune_process
@@ -23,13 +24,14 @@ from torch import nn  # noqa: E402
 
 from cakes import data
 from cakes import ops
-from cakes.models import TemporalModel
+from cakes.models import TemporalModel, describe, read_description
 from cakes.models.budget import prune_video_to_budget
 from cakes.models.finetune import init_from_supernet
 from cakes.engine import distributed
 from cakes.engine.board import Board
-from cakes.engine.checkpoint import (copy_atomic, load_checkpoint, load_weights, model_state, prune_output_prefix,
-                                    released_state, save_atomic)
+from cakes.engine.checkpoint import (link_atomic, load_checkpoint, load_weights, model_state, prune_output_prefix,
+                                     released_state, save_atomic, write_text_atomic)
+from cakes.engine.network_flags import FLAGS as NETWORK_FLAGS, fill_network_flags, not_given
 from cakes.cli import run_cli
 from cakes.conv_config import resolve_conv_config
 from cakes.errors import UsageError
@@ -96,7 +98,10 @@ def build_parser():
                         'half the activation memory and faster on tensor cores; numbers differ at that precision')
     p.add_argument('--channels_last', action='store_true',
                    help='run the model in the channels_last_3d memory format: same results, faster (2 CPU cores, '
-                        'CAKES123D_P: ~0.82 of the model train step time, ~0.70 of eval; ~0.9 of a whole step)')
+                        'CAKES123D_P: ~0.83 of the model train step time, ~0.80 of eval; ~0.73 of a whole step). '
+                        'Default: on when training on a CPU; off on GPUs and for --evaluate')
+    p.add_argument('--no_channels_last', action='store_true',
+                   help='train on a CPU in the plain (NCDHW) memory format')
     p.add_argument('--sync_bn', action='store_true',
                    help='under torchrun on GPUs, BN statistics over the global batch (SyncBatchNorm) instead of '
                         "each process's share; dropout supernets' searched BN stays per process")
@@ -114,13 +119,45 @@ def build_parser():
     return p
 
 
+@dataclasses.dataclass
+class Source:
+    """The checkpoint that --resume, --prune_model_path (with --prune) or --finetune names, loaded once, its
+    description (None: a released checkpoint) and the network flags filled from it."""
+    path: str = ''
+    checkpoint: dict = None
+    description: dict = None
+    filled: set = frozenset()
+
+    def take(self, path):
+        """The checkpoint at `path`: the one loaded here, handed over once (it may be large), else loaded."""
+        if path == self.path and self.checkpoint is not None:
+            checkpoint, self.checkpoint = self.checkpoint, None
+            return checkpoint
+        return load_checkpoint(path)
+
+
+def parse_args(argv=None):
+    """The command line, with the network flags that are not given filled from the description of the
+    checkpoint the run starts from, else with their defaults. Returns (args, Source)."""
+    parser = build_parser()
+    args = parser.parse_args(argv, argparse.Namespace(**not_given()))
+    check_combinations(args)
+    path = args.prune_model_path if args.prune else (args.finetune or args.resume)
+    checkpoint = load_checkpoint(path) if path else None
+    description = read_description(checkpoint) if checkpoint is not None else None
+    if args.prune and description is not None and not description['search']:
+        raise UsageError(f"'{path}' holds a network trained without --search (op code {description['op_code']}): "
+                         '--prune reads the checkpoint of a --search supernet')
+    filled = fill_network_flags(args, {flag: parser.get_default(flag) for flag in NETWORK_FLAGS}, description)
+    return args, Source(path, checkpoint, description, filled)
+
+
 def check_args(args):
     """Refuse flag combinations that cannot mean what the user wants."""
+    check_combinations(args)
     spec = ops.op_spec(args.op_code)
     if spec.family == 'dropout' and not args.search:
         raise UsageError(f"--op_code {args.op_code} is a dropout supernet: add --search")
-    if args.prune and not args.prune_model_path:
-        raise UsageError('--prune needs --prune_model_path CKPT, the supernet checkpoint to prune')
     if args.prune and (not args.search or spec.family == 'plain'):
         raise UsageError('--prune reads a supernet: give --search and the CAKES op code it was searched with')
     if args.search and args.conv_config:
@@ -128,11 +165,19 @@ def check_args(args):
     if args.search and args.finetune:
         raise UsageError('--finetune initialises a pruned network: drop --search')
     if args.finetune and not args.conv_config:
-        raise UsageError('--finetune needs --conv_config, the widths pruning found for that supernet')
-    if args.finetune and args.resume:
-        raise UsageError('give either --resume (continue a run) or --finetune (start from a supernet), not both')
+        raise UsageError('--finetune needs --conv_config, the widths pruning found for that supernet (without it, '
+                         f"the file --prune writes beside the supernet: {prune_output_prefix(args.finetune)}"
+                         "_conv_config.txt)")
     if (args.sparsity_regularization or args.reweight) and spec.family == 'plain':
         raise UsageError(f'-sr/--reweight act on CAKES BN scales; --op_code {args.op_code} has none')
+
+
+def check_combinations(args):
+    """The checks that do not depend on the network flags: parse_args makes them before it reads a checkpoint."""
+    if args.prune and not args.prune_model_path:
+        raise UsageError('--prune needs --prune_model_path CKPT, the supernet checkpoint to prune')
+    if args.finetune and args.resume:
+        raise UsageError('give either --resume (continue a run) or --finetune (start from a supernet), not both')
     if args.reweight and not args.sparsity_regularization:
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
@@ -143,6 +188,8 @@ def check_args(args):
         raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
+    if args.channels_last and args.no_channels_last:
+        raise UsageError('give either --channels_last or --no_channels_last, not both')
     if args.sync_bn and not (distributed.launched_by_torchrun() and torch.cuda.is_available()):
         raise UsageError('--sync_bn synchronises BN across the GPU processes of torchrun (SyncBatchNorm needs '
                          'CUDA): launch with torchrun on GPUs, or drop it')
@@ -181,9 +228,10 @@ def build_model(args, num_class, conv_config, dropout=None, pretrained=None):
                          dropout=args.dropout if dropout is None else dropout, pretrained=pretrained)
 
 
-def prune(args):
-    """Load the supernet, print its pruned conv_config and write it to ./conv_config.txt."""
-    state = model_state(load_checkpoint(args.prune_model_path))
+def prune(args, source):
+    """Load the supernet, print its pruned conv_config and write it to ./conv_config.txt and beside the
+    supernet checkpoint."""
+    state = model_state(source.take(args.prune_model_path))
     classifier = state.get('new_fc.weight', state.get('base_model.fc.weight'))
     if classifier is None:
         raise UsageError(f"'{args.prune_model_path}' has no classifier weights: not a checkpoint of this model")
@@ -192,16 +240,30 @@ def prune(args):
     config = ops.prune_config(model.cakes_ops()) if args.target_gflops is None else prune_to_gflops(args, model)
     text = str(config)  # a Python literal of plain ints, as config.py takes it
     print(text)
-    with open('conv_config.txt', 'w') as f:
-        f.write(text + '\n')
-    print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
     prefix = prune_output_prefix(args.prune_model_path)
+    write_pruned_config(text + '\n', prefix + '_conv_config.txt')
     name = os.path.basename(prefix) + ('' if args.target_gflops is None else
                                        f'\npruned to at most {args.target_gflops:g} GFLOPs')
     picture = prefix + '_conv_config.png'
     save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
                         picture)
     print(f'kernel mix picture written to {picture}')
+
+
+def write_pruned_config(text, beside):
+    """./conv_config.txt as released (a different config already there is moved to ./conv_config.txt.bak,
+    never lost), and the same file beside the supernet checkpoint, where another prune cannot overwrite it."""
+    released = 'conv_config.txt'
+    if os.path.isfile(released):
+        with open(released) as f:
+            previous = f.read()
+        if previous != text:
+            os.replace(released, released + '.bak')
+            print('moved the previous ./conv_config.txt (another config) to ./conv_config.txt.bak')
+    write_text_atomic(released, text)
+    print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
+    write_text_atomic(beside, text)
+    print(f'conv_config also written beside the supernet: {beside}')
 
 
 def prune_to_gflops(args, model):
@@ -267,18 +329,19 @@ def auto_resume(args, log):
 
 # Settings that may change between a run and its continuation without changing what is trained.
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
-               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_tensorboard',
-               *TEST_FLAGS}
+               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_channels_last',
+               'no_tensorboard', *TEST_FLAGS}
 
 
-def resume(args, model, optimizer, log, scaler=None):
+def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=()):
     """The released keys: weights (with or without `module.`), start epoch, best accuracy. A checkpoint of this
     project also restores the optimizer (and the --amp fp16 gradient scaler); its position in the epoch and
     RNG states go back to the caller.
 
+    `checkpoint`: args.resume already loaded; `filled`: the network flags taken from its description.
     Returns (best_prec1, batches of the start epoch already done, RNG states per process or None).
     """
-    checkpoint = load_checkpoint(args.resume)
+    checkpoint = load_checkpoint(args.resume) if checkpoint is None else checkpoint
     load_weights(unwrap(model), model_state(checkpoint))
     args.start_epoch = int(checkpoint.get('epoch', 0))
     iteration = int(checkpoint.get('iteration', 0))
@@ -288,7 +351,7 @@ def resume(args, model, optimizer, log, scaler=None):
             optimizer.load_state_dict(checkpoint['optimizer'])
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f"the optimizer state in '{args.resume}' does not fit this model: {e}") from None
-        log_changed_settings(checkpoint.get('args'), args, log)
+        log_changed_settings(checkpoint.get('args'), args, log, filled)
     if scaler is not None and scaler.is_enabled() and 'scaler' in checkpoint:
         scaler.load_state_dict(checkpoint['scaler'])
     at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
@@ -297,20 +360,22 @@ def resume(args, model, optimizer, log, scaler=None):
     return float(checkpoint.get('best_prec1', 0)), iteration, rngs
 
 
-def log_changed_settings(saved, args, log):
+def log_changed_settings(saved, args, log, filled=()):
+    """Settings given differently from the checkpoint's run (those `filled` from its description are its own:
+    a conv_config filled as widths was a key or a file name there)."""
     if not isinstance(saved, dict):
         return
     changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in vars(args).items()
-               if k in saved and k not in RUN_CONTROL and saved[k] != v]
+               if k in saved and k not in RUN_CONTROL and k not in filled and saved[k] != v]
     if changed:
         log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
 
 
-def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None):
+def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None):
     """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
     resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only), with
-    --amp fp16 'scaler'. Under torchrun every process calls it (rank 0 writes) and 'rank_rng' holds every
-    process's RNG states ('rng' is rank 0's)."""
+    --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every
+    process calls it (rank 0 writes) and 'rank_rng' holds every process's RNG states ('rng' is rank 0's)."""
     rngs = distributed.gather(rng_state(sampler))
     state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
              'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
@@ -319,6 +384,8 @@ def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=N
         state['rank_rng'] = rngs
     if scaler is not None and scaler.is_enabled():
         state['scaler'] = scaler.state_dict()
+    if description is not None:
+        state['description'] = description
     path = checkpoint_path(args)
     if distributed.is_main():
         save_atomic(state, path)
@@ -326,14 +393,15 @@ def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=N
 
 
 def keep_copies(path, epoch, is_best):
-    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs (rank 0)."""
+    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs (rank 0): hard links to the
+    checkpoint file just written (copies where links cannot be made)."""
     if not distributed.is_main():
         return
     prefix = path[:-len('_checkpoint.pth.tar')]
     if is_best:
-        copy_atomic(path, prefix + '_best.pth.tar')
+        link_atomic(path, prefix + '_best.pth.tar')
     if epoch % 5 == 0:
-        copy_atomic(path, prefix + '_epoch%d.pth.tar' % epoch)
+        link_atomic(path, prefix + '_epoch%d.pth.tar' % epoch)
 
 
 def stop_run(stop, log, path, epoch, iteration):
@@ -344,9 +412,10 @@ def stop_run(stop, log, path, epoch, iteration):
     raise SystemExit(stop.exit_status)
 
 
-def train(run, loaders, best_prec1, start_iteration):
+def train(run, loaders, best_prec1, start_iteration, description=None):
     """The epochs from args.start_epoch. On SIGTERM/SIGINT (to any process): finish the iteration (or abandon
-    validation, which a resumed run repeats), save where training is, exit 128 + signal."""
+    validation, which a resumed run repeats), save where training is, exit 128 + signal. Every checkpoint
+    holds `description`."""
     args = run.args
     train_loader, val_loader = loaders
     sampler = train_loader.sampler
@@ -355,7 +424,7 @@ def train(run, loaders, best_prec1, start_iteration):
     validates = ops.op_spec(args.op_code).family != 'dropout'
 
     def save_at(epoch, iteration):
-        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler)
+        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler, description)
 
     with StopRequest(distributed.all_reduce_max if distributed.active() else None).installed() as stop:
         run.stop = stop
@@ -396,7 +465,7 @@ def place_model(args, model, gpus):
     """Memory format and SyncBN first (DDP registers the parameters as they are), then the device and the
     wrapper: DDP under torchrun, nn.DataParallel over the visible GPUs as released, else the bare model on
     the CPU. Returns (model, device)."""
-    if args.channels_last:
+    if channels_last(args):
         model.use_channels_last()
     if gpus or distributed.active() and torch.cuda.is_available():
         # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
@@ -416,6 +485,15 @@ def place_model(args, model, gpus):
     return model, torch.device('cpu')
 
 
+def channels_last(args):
+    """--channels_last or --no_channels_last; else on when training on a CPU (faster on every CPU measured),
+    off for --evaluate (the plain form prints the released numbers to the last digit) and on GPUs (not
+    measured there)."""
+    if args.channels_last or args.no_channels_last:
+        return args.channels_last
+    return not args.evaluate and not torch.cuda.is_available()
+
+
 def make_board(args, iters, start_iteration):
     """TensorBoard events under CHECKPOINT_DIR/log/RUN_tb/ from rank 0; a resumed run purges the points that
     the interrupted one wrote past where it continues."""
@@ -426,16 +504,27 @@ def make_board(args, iters, start_iteration):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args, source = parse_args(argv)
     check_args(args)
-    conv_config = resolve_conv_config(args.conv_config)
+    # Filled from a description: the widths themselves.
+    conv_config = args.conv_config if isinstance(args.conv_config, list) else resolve_conv_config(args.conv_config)
     with distributed.session():
         if args.prune:
-            return prune(args) if distributed.is_main() else None
-        return run(args, conv_config)
+            return prune(args, source) if distributed.is_main() else None
+        return run(args, conv_config, source)
 
 
-def run(args, conv_config):
+def check_classes(source, class_names, args):
+    """A described network was trained on as many classes as the dataset's category.txt lists."""
+    described = source.description['num_class']
+    if described != len(class_names):
+        raise UsageError(f"'{source.path}' holds a network for {described} classes but the {args.dataset} "
+                         f'category.txt under {args.root_path} lists {len(class_names)}: give the --dataset and '
+                         '--root_path it was trained on')
+
+
+def run(args, conv_config, source=None):
+    source = source or Source()
     if distributed.active():
         check_batch(args.batch_size, 0)
         batch_size, gpus = distributed.process_batch(args.batch_size), int(torch.cuda.is_available())
@@ -450,18 +539,24 @@ def run(args, conv_config):
                  console=main_process)
     if args.auto_resume:
         auto_resume(args, log)
-    num_class = data.num_classes(args.dataset, args.root_path)
+    class_names = data.class_names(args.dataset, args.root_path)
+    described = source.description is not None and source.path in (args.resume, args.finetune)
+    if described:
+        check_classes(source, class_names, args)
+    # Evaluating a described network: its classifier layout (new_fc or not) follows its dropout.
+    dropout = source.description['dropout'] if described and args.evaluate else None
     with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
-        model = build_model(args, num_class, conv_config, pretrained=pretrained_source(args))
+        model = build_model(args, len(class_names), conv_config, dropout, pretrained=pretrained_source(args))
     if args.finetune:
-        init_from_supernet(model, model_state(load_checkpoint(args.finetune)))
+        init_from_supernet(model, model_state(source.take(args.finetune)))
         log(f"=> initialised from the kept channels of supernet '{args.finetune}'")
 
     model, device = place_model(args, model, gpus)
     optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
     scaler = grad_scaler(device, args.amp)
-    best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler) if args.resume
-                                         else (0.0, 0, None))
+    best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler, source.take(args.resume),
+                                                source.filled if source.path == args.resume else ())
+                                         if args.resume else (0.0, 0, None))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
     views = evaluation_views(args)
@@ -473,9 +568,11 @@ def run(args, conv_config):
     train_loader = make_loader(args, 'train', batch_size)
     if rngs is not None:  # last: building the model and the loaders drew from them
         restore_process_rng(rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
+    description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
+                           class_names)
     loop.board = make_board(args, len(train_loader), start_iteration)
     try:
-        train(loop, (train_loader, val_loader), best_prec1, start_iteration)
+        train(loop, (train_loader, val_loader), best_prec1, start_iteration, description)
     finally:
         loop.board.close()
 

@@ -71,7 +71,7 @@ def main_args(args, root, out):
     argv += ['--conv_config', args.conv_config] if args.conv_config else []
     argv += ['--search'] if args.search else []
     argv += ['--amp', args.amp] if args.amp else []
-    argv += ['--channels_last'] if args.channels_last else []
+    argv += ['--channels_last' if args.channels_last else '--no_channels_last']  # main.py's CPU default is on
     parsed = training.build_parser().parse_args(argv)
     training.check_args(parsed)
     return parsed

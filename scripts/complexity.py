@@ -27,7 +27,7 @@ def parse_args(argv):
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--num_class', type=int, default=174)
-    p.add_argument('--json', action='store_true', help='end with a JSON line {"params": N, "flops": N}')
+    p.add_argument('--json', action='store_true', help='print only a JSON line {"params": N, "flops": N}')
     return p.parse_args(argv)
 
 
@@ -39,12 +39,13 @@ def main(argv=None):
         model = TemporalModel(args.num_class, args.num_segments, op_code=args.op_code, search=args.search,
                               conv_config=conv_config, backbone=args.arch)
     params, flops = count_params(model), count_flops(model, args.num_segments, args.input_size)
+    if args.json:  # for programs: the JSON line alone
+        print(json.dumps({'params': params, 'flops': flops}))
+        return
     name = args.op_code + (f' [{args.conv_config}]' if args.conv_config else '') + (' search' if args.search else '')
     print(f'{"setting":<40} {"params (M)":>11} {"GFLOPs":>9}')
     print(f'{name:<40} {params / 1e6:>11.3f} {flops / 1e9:>9.2f}')
     print(f'({args.arch}, {args.num_segments} frames, {args.input_size}x{args.input_size}, {args.num_class} classes)')
-    if args.json:
-        print(json.dumps({'params': params, 'flops': flops}))
 
 
 if __name__ == '__main__':

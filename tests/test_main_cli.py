@@ -120,8 +120,13 @@ def test_bad_input_is_one_line_and_exit_status_2(data, tmp_path, capsys, argv, n
 
 
 def test_wrong_architecture_checkpoint_names_the_mismatch(data, searched, tmp_path, capsys):
+    # A checkpoint without a description, as released: its keys and shapes name the mismatch.
+    ckpt = torch.load(checkpoint(searched), weights_only=True)
+    del ckpt['description']
+    path = str(tmp_path / 'released.pth.tar')
+    torch.save(ckpt, path)
     with pytest.raises(SystemExit):
-        cli(data, tmp_path, '--op_code', 'convst', '--search', '--resume', checkpoint(searched), '--evaluate')
+        cli(data, tmp_path, '--op_code', 'convst', '--search', '--resume', path, '--evaluate')
     err = capsys.readouterr().err
     assert 'unexpected' in err and '3D/2D/1D' in err
 

@@ -5,6 +5,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import uuid
 import warnings
 
 import torch
@@ -197,6 +198,29 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def write_text_atomic(path, text):
+    _write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def link_atomic(src, dst):
+    """`dst` becomes a hard link to `src` (one file on disk for both; a later atomic save to `src` replaces
+    its name only, so `dst` keeps the old contents), made under a temporary name and renamed over `dst`.
+    Where links cannot be made (EPERM, EXDEV, a file system without them), an atomic copy instead."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(folder, f'.{os.path.basename(dst)}.{uuid.uuid4().hex}.tmp')  # _write_atomic's stale pattern
+    try:
+        os.link(src, tmp)
+    except OSError:
+        copy_atomic(src, dst)
+        return
+    try:
+        os.replace(tmp, dst)
+        _fsync_folder(folder)
+    except OSError as e:
+        os.remove(tmp)
+        raise UsageError(f"cannot write '{dst}' ({e.strerror or e}); the previous file, if any, is intact") from None
 
 
 def prune_output_prefix(checkpoint_path):

@@ -1,0 +1,79 @@
+"""main.py's network flags (--op_code, --conv_config, --arch, --num_segments, --search): a flag that is not
+given takes the value of the checkpoint's description (`cakes.models.description`), else its default; a
+flag that is given must agree with the description."""
+import os
+
+from ..conv_config import resolve_conv_config
+from ..errors import UsageError
+from ..models.description import plain_config
+from .checkpoint import prune_output_prefix
+
+FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
+
+
+def not_given():
+    """The values parse_args starts from, so that a flag left out stays None (argparse keeps what a
+    namespace already holds instead of the default)."""
+    return dict.fromkeys(FLAGS)
+
+
+def described_network(description, finetune):
+    """The flag values a description gives. For --finetune (a supernet's description): the pruned network,
+    whose op code is the supernet's without `_dropout`, with no --search; its widths are not in the supernet."""
+    network = {flag: description[flag] for flag in FLAGS}
+    network['conv_config'] = network['conv_config'] or ''
+    if finetune:
+        network.update(op_code=network['op_code'].removesuffix('_dropout'), search=False)
+        del network['conv_config']
+    return network
+
+
+def fill_network_flags(args, defaults, description):
+    """Fill the flags that are None in `args` from `description` (None: a released checkpoint, or no
+    checkpoint) or else `defaults`; refuse a given flag that disagrees. Returns the names filled from the
+    description."""
+    finetune = bool(args.finetune) and not args.prune
+    network = described_network(description, finetune) if description is not None else {}
+    filled = set()
+    for flag, theirs in network.items():
+        ours = getattr(args, flag)
+        if ours is None:
+            setattr(args, flag, theirs)
+            filled.add(flag)
+        elif disagrees(flag, ours, theirs):
+            raise UsageError(f'{shown(flag, ours)} disagrees with the checkpoint ({flag} {theirs_shown(flag, theirs)}'
+                             f'{conv_config_difference(ours, theirs) if flag == "conv_config" else ""}): '
+                             'drop the flag or use another checkpoint')
+    if finetune and args.conv_config is None:
+        beside = prune_output_prefix(args.finetune) + '_conv_config.txt'
+        if os.path.isfile(beside):  # what --prune wrote for this supernet
+            args.conv_config = beside
+    for flag in FLAGS:
+        if getattr(args, flag) is None:
+            setattr(args, flag, defaults[flag])
+    return filled
+
+
+def disagrees(flag, ours, theirs):
+    if flag == 'conv_config':  # a key or a file given, widths described: compare the widths
+        return (plain_config(resolve_conv_config(ours)) or '') != theirs
+    return ours != theirs
+
+
+def shown(flag, value):
+    return f'--{flag}' if flag == 'search' else f'--{flag} {value}'
+
+
+def theirs_shown(flag, value):
+    if flag == 'conv_config':
+        return 'none' if not value else f'of {len(value)} blocks'
+    return value
+
+
+def conv_config_difference(ours, theirs):
+    """The first block whose widths differ, when both have widths."""
+    ours = plain_config(resolve_conv_config(ours))
+    if not ours or not theirs or len(ours) != len(theirs):
+        return ''
+    block = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+    return f'; block {block}: {theirs[block]} there, {ours[block]} in the flag\'s'
