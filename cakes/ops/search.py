@@ -1,7 +1,7 @@
 """What the search reads off a searchable op: its BN-scale sparsity term and the channels pruning keeps."""
 import torch
 
-from .kernels import KERNEL_COST
+from .kernels import kernel_cost
 
 
 def branch_blocks(op):
@@ -17,9 +17,9 @@ def sparsity_scale(op, reweight):
     """Per-channel factor of the L1 term: 1, or the branch's share of the kernel cost (27 : 9 : 3)."""
     scale = torch.ones(op.bn.num_features, device=op.bn.weight.device)
     if reweight:
-        total = sum(KERNEL_COST[kind] for kind in op.kinds)
+        total = sum(kernel_cost(kind, op.k) for kind in op.kinds)
         for kind, start, width in branch_blocks(op):
-            scale[start:start + width] = KERNEL_COST[kind] / total
+            scale[start:start + width] = kernel_cost(kind, op.k) / total
     return scale
 
 
@@ -37,9 +37,13 @@ def kept_indices(scale, num_branches):
     The released rule keeps every channel at or above the (total / n)-th largest value; with ties that
     could keep more, so ties are broken towards the earlier channel and exactly total / n are kept.
     """
-    scale = scale.detach().abs()
-    order = torch.sort(scale, descending=True, stable=True).indices
-    return order[:scale.numel() // num_branches].sort().values
+    return top_indices(scale, scale.numel() // num_branches)
+
+
+def top_indices(scale, count):
+    """Sorted indices of the `count` largest |scale|, ties towards the earlier channel."""
+    order = torch.sort(scale.detach().abs(), descending=True, stable=True).indices
+    return order[:count].sort().values
 
 
 def kept_channels(op):
