@@ -22,5 +22,6 @@ def summary(model, example_input=None):
         else:
             lines.append(f'eligible   {layer.name:<{width}}  + {layer.bn}')
     converted = sum(layer.reason is None for layer in layers)
-    lines.append(f'{converted} of {len(layers)} 3D convolutions converted')
+    done = 'converted' if hasattr(model, 'cakes_layers') else 'eligible'
+    lines.append(f'{converted} of {len(layers)} 3D convolutions {done}')
     return '\n'.join(lines)

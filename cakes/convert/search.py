@@ -36,7 +36,7 @@ def prune_config(supernet):
 def check_format(config, where='config'):
     """{layer name: {known kind: non-negative int}}; fitting a model is checked by to_pruned."""
     if not isinstance(config, dict) or not config:
-        raise UsageError(f'{where} must be a non-empty JSON object {{layer name: {{kind: width}}}}')
+        raise UsageError(f'{where} must be a non-empty {{layer name: {{kind: width}}}} dict (a JSON object in a file)')
     for name, entry in config.items():
         if not isinstance(entry, dict):
             raise UsageError(f"{where} layer '{name}': {entry!r} must map kernel kinds to widths")
