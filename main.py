@@ -24,19 +24,24 @@ from torch import nn  # noqa: E402
 from cakes import data
 from cakes import ops
 from cakes.models import TemporalModel
+from cakes.models.budget import prune_video_to_budget
 from cakes.models.finetune import init_from_supernet
 from cakes.engine import distributed
 from cakes.engine.board import Board
-from cakes.engine.checkpoint import copy_atomic, load_checkpoint, load_weights, model_state, released_state, save_atomic
+from cakes.engine.checkpoint import (copy_atomic, load_checkpoint, load_weights, model_state, prune_output_prefix,
+                                    released_state, save_atomic)
 from cakes.cli import run_cli
 from cakes.conv_config import resolve_conv_config
 from cakes.errors import UsageError
+from cakes.plot import describe_config, save_config_picture
+from cakes.engine.class_report import finish_evaluation
 from cakes.engine.log import RunLog
-from cakes.engine.loop import Run, log_search, train_epoch, unwrap, validate
+from cakes.engine.loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
 from cakes.engine.precision import AMP_DTYPES, grad_scaler
 from cakes.engine.preempt import StopRequest, ignore_stop_signals
 from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state, seed_process
 from cakes.engine.schedule import make_optimizer
+from cakes.engine.views import ViewScorer
 
 
 def build_parser():
@@ -97,6 +102,15 @@ def build_parser():
                         "each process's share; dropout supernets' searched BN stays per process")
     p.add_argument('--no_tensorboard', action='store_true',
                    help='do not write TensorBoard events (default: CHECKPOINT_DIR/log/RUN_tb/)')
+    p.add_argument('--target_gflops', type=float, default=None,
+                   help='with --prune: keep C channels per layer trading |BN scale| against FLOPs so that the pruned '
+                        'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule)')
+    # Testing as the papers test (with --evaluate; SPEC section 9).
+    data.add_view_flags(p)
+    p.add_argument('--save_scores', default='', metavar='FILE.npz',
+                   help='with --evaluate: write video ids, labels and the averaged scores (videos x classes)')
+    p.add_argument('--confusion', default='', metavar='FILE.png',
+                   help='with --evaluate: draw the row-normalised confusion matrix')
     return p
 
 
@@ -121,8 +135,12 @@ def check_args(args):
         raise UsageError(f'-sr/--reweight act on CAKES BN scales; --op_code {args.op_code} has none')
     if args.reweight and not args.sparsity_regularization:
         raise UsageError('--reweight scales the sparsity term: add -sr')
+    if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
+        raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
+    if given_test_flags(args) and not args.evaluate:
+        raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
     if args.sync_bn and not (distributed.launched_by_torchrun() and torch.cuda.is_available()):
@@ -137,6 +155,20 @@ def check_batch(batch_size, gpus):
     if batch_size < gpus:
         raise UsageError(f'-b {batch_size} is smaller than the {gpus} visible GPUs (each needs a sample of the '
                          f'batch): raise -b to at least {gpus} or make fewer GPUs visible with CUDA_VISIBLE_DEVICES')
+
+
+TEST_FLAGS = {'test_crops': 1, 'full_res': False, 'twice_sample': False, 'dense_sample': False, 'softmax': False,
+              'save_scores': '', 'confusion': ''}
+
+
+def given_test_flags(args):
+    """The test flags given, as --flags: none means the released validation (one centred clip, centre crop)."""
+    return ['--' + name for name, default in TEST_FLAGS.items() if getattr(args, name) != default]
+
+
+def evaluation_views(args):
+    """The test protocol of --evaluate with test flags, or None for the released validation."""
+    return data.Views.from_args(args) if args.evaluate and given_test_flags(args) else None
 
 
 def run_name(args):
@@ -157,12 +189,28 @@ def prune(args):
         raise UsageError(f"'{args.prune_model_path}' has no classifier weights: not a checkpoint of this model")
     model = build_model(args, classifier.shape[0], None, dropout=args.dropout if 'new_fc.weight' in state else 0)
     load_weights(model, state)
-    config = ops.prune_config(model.cakes_ops())
+    config = ops.prune_config(model.cakes_ops()) if args.target_gflops is None else prune_to_gflops(args, model)
     text = str(config)  # a Python literal of plain ints, as config.py takes it
     print(text)
     with open('conv_config.txt', 'w') as f:
         f.write(text + '\n')
     print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
+    prefix = prune_output_prefix(args.prune_model_path)
+    name = os.path.basename(prefix) + ('' if args.target_gflops is None else
+                                       f'\npruned to at most {args.target_gflops:g} GFLOPs')
+    picture = prefix + '_conv_config.png'
+    save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
+                        picture)
+    print(f'kernel mix picture written to {picture}')
+
+
+def prune_to_gflops(args, model):
+    budget = prune_video_to_budget(model, args.target_gflops * 1e9, args.input_size)
+    print(f'FLOPs budget {args.target_gflops:g} GFLOPs: pruned network {budget.flops / 1e9:.3f} GFLOPs, '
+          f'{args.target_gflops - budget.flops / 1e9:.3f} below the target ({args.num_segments} frames, '
+          f'{args.input_size}x{args.input_size}; lambda {budget.lam * 1e9:.4g} per GFLOP'
+          + (': the released rule already fits)' if budget.lam == 0 else ')'))
+    return budget.config
 
 
 def pretrained_source(args):
@@ -172,7 +220,7 @@ def pretrained_source(args):
     return args.pretrained
 
 
-def make_loader(args, split, batch_size):
+def make_loader(args, split, batch_size, views=None):
     """Validation in list order; training shuffled by an EpochSampler, whose order a resumed run replays.
     Under torchrun each process loads its share (`batch_size` per process): every world-th video of the
     validation list from its rank on (no padding), its shard of the shared training order.
@@ -180,10 +228,11 @@ def make_loader(args, split, batch_size):
     Clips come as uint8 (a quarter of the bytes through workers, pinned memory and the copy) and are
     normalised on the device. Workers persist across epochs and prefetch; each loader draws its worker seeds
     from a generator of its own, never from torch's global RNG, so that validating does not change the
-    random numbers the next epoch trains with (nor does resuming).
+    random numbers the next epoch trains with (nor does resuming). With a test protocol (`views`) a validation
+    sample is every view of a video.
     """
     dataset = data.build_dataset(args.dataset, args.root_path, split, args.num_segments,
-                                     input_size=args.input_size, uint8=True)
+                                 input_size=args.input_size, uint8=True, views=views)
     workers = dict(persistent_workers=True, prefetch_factor=4) if args.workers > 0 else {}
     common = dict(batch_size=batch_size, num_workers=args.workers, pin_memory=torch.cuda.is_available(),
                   worker_init_fn=ignore_stop_signals, **workers)
@@ -218,7 +267,8 @@ def auto_resume(args, log):
 
 # Settings that may change between a run and its continuation without changing what is trained.
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
-               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_tensorboard'}
+               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_tensorboard',
+               *TEST_FLAGS}
 
 
 def resume(args, model, optimizer, log, scaler=None):
@@ -318,6 +368,7 @@ def train(run, loaders, best_prec1, start_iteration):
             log_search(run, last_step)
             if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
                 continue
+            log_search_picture(run, epoch + 1, last_step)
             prec1 = validate(run, val_loader, best_prec1, last_step) if validates else 0.0
             if prec1 is None:
                 stop_run(stop, run.log, save_at(epoch, done), epoch, done)
@@ -327,6 +378,18 @@ def train(run, loaders, best_prec1, start_iteration):
             keep_copies(path, epoch + 1, is_best)
             if stop.poll() and epoch + 1 < args.epochs:
                 stop_run(stop, run.log, path, epoch + 1, 0)
+
+
+def evaluate(args, loop, loader, best_prec1, views):
+    """--evaluate: the released validation, or under a test protocol the views' average, then per-class
+    accuracy, the scores file and the confusion matrix."""
+    if views is None:
+        validate(loop, loader, best_prec1)
+        return
+    scorer = ViewScorer(views, args.softmax, loader.batch_size)
+    validate(loop, loader, best_prec1, scorer=scorer)
+    finish_evaluation(scorer, loader, data.class_names(args.dataset, args.root_path), loop.log,
+                      args.save_scores, args.confusion)
 
 
 def place_model(args, model, gpus):
@@ -401,9 +464,10 @@ def run(args, conv_config):
                                          else (0.0, 0, None))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
-    val_loader = make_loader(args, 'val', batch_size)
+    views = evaluation_views(args)
+    val_loader = make_loader(args, 'val', batch_size, views)
     if args.evaluate:
-        validate(loop, val_loader, best_prec1)
+        evaluate(args, loop, val_loader, best_prec1, views)
         return
 
     train_loader = make_loader(args, 'train', batch_size)

@@ -4,9 +4,10 @@
 
 Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per branch, concatenation,
 BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory format; `folded`
-(eval only) also folds every BN into the convolution before it. GFLOP/s counts the FLOPs of the
-forward (FlopCounterMode) for eval, and three times them for a train step (forward plus the two
-gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
+(eval only) also folds every BN into the convolution before it; `onnxruntime` (eval only, CPU) runs the
+network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads.
+GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
+(forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
 (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
@@ -14,6 +15,7 @@ import copy
 import json
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,12 +30,14 @@ if not UNTUNED:
 import torch  # noqa: E402
 
 from cakes.models import TemporalModel  # noqa: E402
+from cakes.models.export import export_onnx, onnx_session  # noqa: E402
 from cakes.models.inference import fold_batchnorm  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops  # noqa: E402
 from cakes.conv_config import resolve_conv_config  # noqa: E402
 
-IMPLS = ('plain', 'channels_last', 'folded')
+IMPLS = ('plain', 'channels_last', 'folded', 'onnxruntime')
+EVAL_ONLY = ('folded', 'onnxruntime')
 
 
 def parse_args(argv):
@@ -68,6 +72,14 @@ def prepared(base, impl, train):
     return model.use_channels_last(impl != 'plain').train(train)
 
 
+def onnxruntime_step(base, clip, folder):
+    """Export `base` (BN folded) into `folder` and return a step running it in ONNX Runtime."""
+    path = os.path.join(folder, 'model.onnx')
+    export_onnx(base.eval(), torch.cat([clip, clip]), path)
+    session, feed = onnx_session(path), {'clips': clip.cpu().numpy()}
+    return lambda: session.run(['logits'], feed)
+
+
 def step_fn(model, clip, train):
     def train_step():
         model.zero_grad(set_to_none=True)
@@ -89,8 +101,10 @@ def time_setting(setting, args, device):
     clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
     rows = []
     for train in ((False,) if args.no_train else (False, True)):
-        impls = [impl for impl in args.impls if not (impl == 'folded' and train)]
-        steps = {impl: step_fn(prepared(base, impl, train), clip, train) for impl in impls}
+        impls = [impl for impl in args.impls if not (impl in EVAL_ONLY and train)]
+        with tempfile.TemporaryDirectory() as folder:
+            steps = {impl: onnxruntime_step(base, clip, folder) if impl == 'onnxruntime' else
+                     step_fn(prepared(base, impl, train), clip, train) for impl in impls}
         for step in steps.values():
             step()  # warm-up: first-call allocations and kernel selection
         best = dict.fromkeys(impls, float('inf'))

@@ -133,7 +133,7 @@ def pruned_from_supernet(name, supernet_op, branches):
     with torch.no_grad():
         for (kind, width), branch in zip(branches, op.convs):
             b = supernet_op.kinds.index(kind)
-            local = top_indices(supernet_op.norm.weight[b * c:(b + 1) * c], width)
+            local = top_indices(supernet_op.norm.weight[b * c:(b + 1) * c].detach().abs(), width)
             branch[0].weight.copy_(supernet_op.convs[b][0].weight[local])
             kept.append(local + b * c)
         norm = supernet_op.norm

@@ -1,5 +1,6 @@
 """TensorBoard (tensorboardX) under CHECKPOINT_DIR/log/RUN_tb/: what the printed lines say, plus how a search
-converges. Only rank 0 writes; without a folder (--no_tensorboard, other ranks) nothing is recorded.
+converges (and, at every validation point of a search, the kernel mix pruning would choose then). Only rank 0
+writes; without a folder (--no_tensorboard, other ranks) nothing is recorded.
 
 Every point is at the global iteration (epoch * iterations per epoch + i), so a resumed run purges what the
 interrupted one wrote past the point it continues from.
@@ -26,6 +27,11 @@ class Board:
             self.writer.add_histogram(f'bn_scale/{name}', op.bn.weight.detach().abs().float().cpu().numpy(), step)
             for kind, width in pruned_widths(op).items():
                 self.writer.add_scalar(f'prune/{name}/{kind}', width, step)
+
+    def figure(self, tag, figure, step):
+        """A matplotlib Figure as an image (e.g. the kernel mix picture of cakes.plot)."""
+        if self.writer:
+            self.writer.add_figure(tag, figure, step)
 
     def close(self):
         if self.writer:

@@ -2,6 +2,7 @@
 import glob
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -151,6 +152,11 @@ def copy_atomic(src, dst):
         _write_atomic(dst, lambda f: shutil.copyfileobj(source, f))
 
 
+def write_atomic(path, write):
+    """Any file (scores, pictures, exported networks) written as checkpoints are: see _write_atomic."""
+    _write_atomic(path, write)
+
+
 def _write_atomic(path, write):
     """`write(file)` into a temporary file, flushed to disk, renamed over `path`. Leftovers of a write that
     was killed (SIGKILL, power loss) are removed first; a failed write (disk full) leaves `path` as it was."""
@@ -191,3 +197,10 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def prune_output_prefix(checkpoint_path):
+    """Where --prune writes beside a supernet checkpoint: its path without `_checkpoint.pth.tar`, `_best.pth.tar`,
+    `_epochN.pth.tar` or `.pth.tar` (another extension: without it), e.g. DIR/checkpoint/RUN."""
+    stripped = re.sub(r'(_checkpoint|_best|_epoch\d+)?\.pth\.tar$', '', checkpoint_path)
+    return stripped if stripped != checkpoint_path else os.path.splitext(checkpoint_path)[0]

@@ -8,6 +8,8 @@ from torch import nn
 
 from cakes import ops
 from cakes.data import normalize_uint8
+from cakes.models.budget import num_classes
+from cakes.plot import config_figure, describe_config
 
 from . import distributed
 from .board import Board, named_cakes_ops
@@ -152,8 +154,10 @@ def lagging_polls(loader):
     return most - len(loader)
 
 
-def validate(run, loader, best_prec1, step=None):
+def validate(run, loader, best_prec1, step=None, scorer=None):
     """Top-1 over the whole list; prints the released summary and the best accuracy before this pass.
+    With a `scorer` (views.ViewScorer: the loader gives every view of each video) a video's score is its views'
+    average, and one line before the summary names the test protocol.
 
     Under torchrun each process evaluates its shard of the list (no video twice, none padded in) and the
     summary sums loss, correct@1, correct@5 and videos over the processes: the numbers of one process.
@@ -173,8 +177,11 @@ def validate(run, loader, best_prec1, step=None):
     try:
         with torch.no_grad():
             for i, (clip, target) in enumerate(loader):
-                clip, target = to_device(clip, target, run.device)
-                output, loss = forward_loss(run, clip, target, model)
+                if scorer is None:
+                    clip, target = to_device(clip, target, run.device)
+                    output, loss = forward_loss(run, clip, target, model)
+                else:
+                    output, loss = scorer(run, model, clip, target)
                 counts = correct_counts(output, target)
                 n = clip.shape[0]
                 totals = [a + b for a, b in zip(totals, [loss.double().sum().item(), *counts, n])]
@@ -200,6 +207,8 @@ def validate(run, loader, best_prec1, step=None):
     loss_sum, correct1, correct5, n = distributed.all_reduce_sum(totals)
     prec1, prec5, loss = 100.0 * correct1 / n, 100.0 * correct5 / n, loss_sum / n
     run.board.scalars('val', {'prec1': prec1, 'prec5': prec5, 'loss': loss}, step)
+    if scorer is not None:
+        log(scorer.describe())
     log(f'Testing Results: Prec@1 {prec1:.3f} Prec@5 {prec5:.3f} Loss {loss:.5f}')
     log()
     log(f'Best Prec@1: {best_prec1:.3f}')
@@ -210,3 +219,16 @@ def log_search(run, step):
     """In a search, the |BN scale| histograms and the widths pruning would choose now, per CAKES layer."""
     if run.args.search:
         run.board.search(named_cakes_ops(unwrap(run.model)), step)
+
+
+def log_search_picture(run, epochs_done, step):
+    """In a search, the picture --prune draws (cakes.plot) for the widths pruning would choose now, at the run's
+    frames and input size: at every validation point (every eval-freq epochs and the last one; dropout
+    supernets, which skip validation, at the same points)."""
+    if not (run.args.search and run.board.writer):
+        return
+    model = unwrap(run.model)
+    config = ops.prune_config(model.cakes_ops())
+    name = f"pruning after {epochs_done} epoch{'s' if epochs_done != 1 else ''}"
+    entry = describe_config(name, config, run.args.num_segments, run.args.input_size, num_classes(model))
+    run.board.figure('prune/conv_config', config_figure([entry]), step)

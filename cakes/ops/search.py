@@ -1,5 +1,11 @@
-"""What the search reads off a searchable op: its BN-scale sparsity term and the channels pruning keeps."""
+"""What the search reads off a searchable op: its BN-scale sparsity term and the channels pruning keeps
+(by |BN scale|, or to a FLOPs budget)."""
+from dataclasses import dataclass
+
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cakes.errors import UsageError
 
 from .kernels import kernel_cost
 
@@ -31,30 +37,122 @@ def add_sparsity_grad(searchable_ops, strength, reweight):
             weight.grad.add_(strength * sparsity_scale(op, reweight) * torch.sign(weight))
 
 
-def kept_indices(scale, num_branches):
+def kept_indices(scale, num_branches, cost=None, lam=0.0):
     """Sorted indices of the channels pruning keeps: the total / n largest |BN scale|.
 
     The released rule keeps every channel at or above the (total / n)-th largest value; with ties that
     could keep more, so ties are broken towards the earlier channel and exactly total / n are kept.
+    With a FLOPs budget the key is |BN scale| - lam * cost (`cost`: FLOPs of each channel); lam = 0 is
+    the rule above, bit for bit.
     """
-    return top_indices(scale, scale.numel() // num_branches)
+    key = scale.detach().abs()
+    if lam:
+        key = key.double().cpu() - lam * cost
+    return top_indices(key, scale.numel() // num_branches)
 
 
-def top_indices(scale, count):
-    """Sorted indices of the `count` largest |scale|, ties towards the earlier channel."""
-    order = torch.sort(scale.detach().abs(), descending=True, stable=True).indices
+def top_indices(key, count):
+    """Sorted indices of the `count` largest values of `key`, ties towards the earlier channel."""
+    order = torch.sort(key, descending=True, stable=True).indices
     return order[:count].sort().values
 
 
-def kept_channels(op):
-    return kept_indices(op.bn.weight, len(op.kinds))
+def channel_cost(op, costs):
+    """FLOPs of each of the op's BN channels, from `costs` = {kind: FLOPs of one channel of that branch}."""
+    return torch.cat([torch.full((width,), float(costs[kind]), dtype=torch.float64)
+                      for kind, _, width in branch_blocks(op)])
 
 
-def pruned_widths(op):
+def kept_channels(op, costs=None, lam=0.0):
+    cost = channel_cost(op, costs) if lam else None
+    return kept_indices(op.bn.weight, len(op.kinds), cost, lam)
+
+
+def count_kept(index, blocks):
+    """{kind: how many of the kept channels `index` fall in the branch} for (kind, start, width) blocks."""
+    return {kind: int(((index >= start) & (index < start + width)).sum()) for kind, start, width in blocks}
+
+
+def pruned_widths(op, costs=None, lam=0.0):
     """{kind: kept channels in the branch} in the op's branch order."""
-    index = kept_channels(op)
-    return {kind: int(((index >= start) & (index < start + width)).sum()) for kind, start, width in branch_blocks(op)}
+    return count_kept(kept_channels(op, costs, lam), branch_blocks(op))
 
 
-def prune_config(searchable_ops):
-    return [pruned_widths(op) for op in searchable_ops]
+def prune_config(searchable_ops, target_flops=None, costs=None, flops=None):
+    """The pruned widths of every op: the released rule, or with `target_flops` the budget rule
+    (see `prune_to_budget` for `costs` and `flops`)."""
+    if target_flops is None:
+        return [pruned_widths(op) for op in searchable_ops]
+    return prune_to_budget(searchable_ops, costs, flops, target_flops).config
+
+
+def channel_costs(model, example_input, searchable_ops):
+    """[{kind: FLOPs of one output channel of that branch}] per op, from one counted forward of `model`
+    (put it and the input on the meta device: shapes only, nothing computed). The ops must run their
+    branches as modules (CakesOp); for a dropout supernet pass the CAKES supernet of the same shapes."""
+    names = {id(m): name for name, m in model.named_modules()}
+    root = type(model).__name__
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example_input)
+    model.train(was_training)
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return [{kind: counts.get(f'{root}.{names[id(branch)]}', 0) / width
+             for kind, width, branch in zip(op.kinds, op.widths, op.convs)} for op in searchable_ops]
+
+
+@dataclass
+class Budget:
+    config: list          # {kind: width} per op
+    flops: int            # of the pruned network, counted
+    lam: float            # the multiplier of FLOPs in the key |BN scale| - lam * FLOPs
+    reachable: tuple      # (fewest, most) FLOPs: all channels of the cheapest / costliest kind
+
+
+def prune_to_budget(searchable_ops, costs, flops, target_flops):
+    """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam >= 0 the smallest
+    found by bisection whose pruned network has at most `target_flops`.
+
+    `costs`: per op {kind: FLOPs of one channel} (`channel_costs`); `flops(config)`: the FLOPs of the pruned
+    network with that config. The pruned network's FLOPs are affine in the widths (the layer after each op
+    reads its C channels whatever their kinds), so bisection uses `flops` only to fix the constant and checks
+    the final config with it. The FLOPs of a raise in lam never go up; with distinct scales one step of it
+    trades one channel for a cheaper one, so the result is within one channel trade of the target.
+    """
+    kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
+    scales = [op.bn.weight.detach().abs().double().cpu() for op in searchable_ops]
+    channel = [channel_cost(op, cost) for op, cost in zip(searchable_ops, costs)]
+
+    def choose(lam):
+        if not lam:
+            return prune_config(searchable_ops)
+        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam), branch_blocks(op))
+                for op, scale, cost in zip(searchable_ops, scales, channel)]
+
+    def linear(config):
+        return sum(w * cost[kind] for widths, cost in zip(config, costs) for kind, w in widths.items())
+
+    released = choose(0.0)
+    offset = flops(released) - linear(released)
+    fewest = offset + sum(c * min(cost.values()) for c, cost in zip(kept, costs))
+    most = offset + sum(c * max(cost.values()) for c, cost in zip(kept, costs))
+    if not fewest <= target_flops <= most:
+        raise UsageError(f'FLOPs target {target_flops / 1e9:.3f} GFLOPs is out of reach: keeping C channels per '
+                         f'layer costs from {fewest / 1e9:.3f} GFLOPs (all of the cheapest kind) to '
+                         f'{most / 1e9:.3f} GFLOPs (all of the costliest); give a target in that range')
+    lam = 0.0
+    if offset + linear(released) > target_flops:
+        low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
+        while offset + linear(choose(high)) > target_flops:
+            low, high = high, high * 2
+        while high - low > 1e-12 * high:  # lambda to 12 digits
+            middle = (low + high) / 2
+            low, high = (low, middle) if offset + linear(choose(middle)) <= target_flops else (middle, high)
+        lam = high
+    config = choose(lam)
+    counted = flops(config)
+    if counted != round(offset + linear(config)):
+        raise RuntimeError(f'pruned FLOPs {counted} are not affine in the branch widths (predicted '
+                           f'{offset + linear(config):.0f}): the per-channel costs do not fit this network')
+    return Budget(config, counted, lam, (round(fewest), round(most)))

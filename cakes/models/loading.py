@@ -1,0 +1,50 @@
+"""The trained network of a checkpoint, for tools that only run it (predict.py, scripts/export_onnx.py): from
+the checkpoint's description, or for released checkpoints (no description) from main.py's model flags and the
+class names of --category."""
+from cakes.conv_config import resolve_conv_config
+from cakes.data.lists import read_categories
+from cakes.engine.checkpoint import load_checkpoint, load_weights, model_state
+from cakes.errors import UsageError
+
+from .description import build_from_description, describe, read_description
+
+
+def add_model_flags(parser):
+    """--resume and, for released checkpoints, the model flags of main.py with its defaults and --category."""
+    parser.add_argument('--resume', required=True, metavar='CKPT', help='the trained network')
+    released = parser.add_argument_group('released checkpoints (without a description): the model flags of main.py')
+    released.add_argument('--category', default='', metavar='FILE', help="the dataset's category.txt (class names)")
+    released.add_argument('--op_code', default='conv3d')
+    released.add_argument('--conv_config', default='', help='a key of conv_configs in config.py, or a file')
+    released.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet101'])
+    released.add_argument('--num_segments', type=int, default=8)
+    released.add_argument('--search', action='store_true')
+    released.add_argument('--dropout', '--dp', type=float, default=0.3)
+
+
+def model_description(args, checkpoint):
+    """The checkpoint's own description, or one made from the model flags and --category."""
+    description = read_description(checkpoint)
+    if description is not None:
+        return description
+    if not args.category:
+        raise UsageError(f"'{args.resume}' does not describe its network (a released checkpoint): give --category "
+                         'category.txt and the model flags it was trained with (--op_code, --conv_config, ...)')
+    try:
+        names = read_categories(args.category)
+    except OSError as e:
+        raise UsageError(f'cannot read --category {args.category}: {e.strerror}') from None
+    return describe(args.op_code, args.search, resolve_conv_config(args.conv_config), args.arch, args.num_segments,
+                    args.dropout, names)
+
+
+def load_network(args):
+    """(model in eval mode with the checkpoint's weights, its description)."""
+    checkpoint = load_checkpoint(args.resume)
+    description = model_description(args, checkpoint)
+    try:
+        model = build_from_description(description)
+    except ValueError as e:
+        raise UsageError(f'cannot build the network of {args.resume}: {e}') from None
+    load_weights(model, model_state(checkpoint))
+    return model.eval(), description

@@ -1,0 +1,81 @@
+"""Draw each block's kernel mix (3D/2D/1D shares, blocks in network order) of one or more conv_configs, side by
+side, with parameters and GFLOPs, e.g.
+    python scripts/plot_config.py CAKES12D_P CAKES12D_C CAKES23D_P CAKES23D_C CAKES123D_P CAKES123D_C --out six.png
+A CONFIG is a key of conv_configs in config.py, a conv_config.txt, or a checkpoint: its description's
+conv_config, else its branch widths, or for a supernet the widths pruning would choose.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cakes.cli import run_cli  # noqa: E402
+from cakes.conv_config import conv_configs, read_conv_config  # noqa: E402
+from cakes.engine.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
+from cakes.errors import UsageError  # noqa: E402
+from cakes.models import read_description  # noqa: E402
+from cakes.ops.search import count_kept, kept_indices  # noqa: E402
+from cakes.plot import describe_config, save_config_picture  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('configs', nargs='+', metavar='CONFIG', help='config.py key, conv_config.txt or checkpoint')
+    p.add_argument('--out', required=True, help='the PNG to write')
+    p.add_argument('--num_segments', type=int, default=None,
+                   help='frames the GFLOPs are counted at (default: a checkpoint\'s own, else 8)')
+    p.add_argument('--input_size', type=int, default=224)
+    return p.parse_args(argv)
+
+
+def load_config(value):
+    """(name, config, frames or None) of a CONFIG argument."""
+    if value in conv_configs():
+        return value, conv_configs()[value], None
+    if not os.path.isfile(value):
+        raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(conv_configs())}) "
+                         'nor a file (conv_config.txt or checkpoint)')
+    if value.endswith('.txt'):
+        return os.path.basename(value), read_conv_config(value), None
+    checkpoint = load_checkpoint(value)
+    name = os.path.basename(prune_output_prefix(value))
+    description = read_description(checkpoint)
+    frames = description['num_segments'] if description else None
+    if description and description['conv_config'] is not None:
+        return name, description['conv_config'], frames
+    return name, state_config(model_state(checkpoint), value), frames
+
+
+def state_config(state, path):
+    """Per block {kind: width}: a supernet's (BN over more channels than the block width) as pruning would
+    choose them, a pruned network's as they are."""
+    blocks = cakes_widths(state)
+    if not blocks:
+        raise UsageError(f"'{path}' has no CAKES branches (convT.convs): not a CAKES network or supernet")
+    config = []
+    for block, widths in blocks.items():
+        scale = state.get(f'base_model.{block}.convT.norm.weight', state.get(f'base_model.{block}.convT.out.0.weight'))
+        width = state[f'base_model.{block}.conv1.weight'].shape[0]
+        if scale is not None and scale.numel() > width:
+            starts = [sum(list(widths.values())[:i]) for i in range(len(widths))]
+            kept = kept_indices(scale, len(widths))
+            widths = count_kept(kept, [(kind, start, w) for (kind, w), start in zip(widths.items(), starts)])
+        config.append({kind: int(w) for kind, w in widths.items()})
+    return config
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    entries = []
+    for value in args.configs:
+        name, config, frames = load_config(value)
+        entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size))
+    if len({entry['arch'] for entry in entries}) > 1:
+        raise UsageError('the configs are of different backbones: draw them in separate pictures')
+    print(f"written {save_config_picture(entries, args.out)}: " + ', '.join(
+        f"{e['name']} {e['params'] / 1e6:.2f} M params {e['flops'] / 1e9:.2f} GFLOPs" for e in entries))
+
+
+if __name__ == '__main__':
+    run_cli(main)
