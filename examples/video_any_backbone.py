@@ -14,6 +14,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -40,12 +41,12 @@ class ClipModel(nn.Module):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--data', default='', help='synthetic SSV1 root (default: a temporary folder, written anew)')
-    p.add_argument('--train', type=int, default=48, help='training videos written')
-    p.add_argument('--val', type=int, default=24, help='validation videos written')
+    p.add_argument('--train', type=int, default=96, help='training videos written')
+    p.add_argument('--val', type=int, default=48, help='validation videos written')
     p.add_argument('--num_segments', type=int, default=4)
     p.add_argument('--input_size', type=int, default=32)
     p.add_argument('-j', '--workers', type=int, default=0)
-    add_search_flags(p, epochs=4, search_epochs=4, retrain_epochs=3, batch_size=8, lr=0.01)
+    add_search_flags(p, epochs=6, search_epochs=8, retrain_epochs=6, batch_size=8, lr=0.01)
     args = p.parse_args(argv)
     if min(args.train, args.val, args.batch_size, args.num_segments, args.input_size) < 1:
         raise UsageError('--train, --val, -b, --num_segments and --input_size must be at least 1')
@@ -85,6 +86,7 @@ def run(args, root):
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
+    np.random.seed(args.seed)  # the pipeline's crops, flips and frame offsets
     if args.data:
         return run(args, args.data)
     with tempfile.TemporaryDirectory() as root:
