@@ -22,6 +22,7 @@ from torch import nn  # noqa: E402
 from cakes import convert  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.data import build_dataset  # noqa: E402
+from cakes.data.lists import LAYOUTS  # noqa: E402
 from cakes.data.synthetic import make_synthetic_data  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from search_loop import add_search_flags, fit, search_and_prune  # noqa: E402
@@ -40,7 +41,7 @@ class ClipModel(nn.Module):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', default='', help='synthetic SSV1 root (default: a temporary folder, written anew)')
+    p.add_argument('--data', default='', help='an SSV1 dataset root, written with synthetic data when it has none (default: a temporary folder)')
     p.add_argument('--train', type=int, default=96, help='training videos written')
     p.add_argument('--val', type=int, default=48, help='validation videos written')
     p.add_argument('--num_segments', type=int, default=4)
@@ -66,7 +67,7 @@ def accuracy(model, loader):
 
 def run(args, root):
     from torchvision.models.video import r3d_18
-    if not os.path.exists(os.path.join(root, 'category.txt')):
+    if not os.path.exists(os.path.join(root, LAYOUTS['somethingv1'].category)):
         make_synthetic_data(root, train=args.train, val=args.val, seed=args.seed)
     sets = {split: build_dataset('somethingv1', root, split, args.num_segments, args.input_size)
             for split in ('train', 'val')}

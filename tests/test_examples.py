@@ -8,6 +8,7 @@ import pytest
 
 from cakes import convert
 from cakes.cli import run_cli
+from cakes.data.lists import LAYOUTS
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -56,6 +57,7 @@ def test_video_any_backbone(data, tmp_path, capsys):
     example.main(['--data', data, '--num_segments', '2', '--input_size', '32', '-b', '2', '--epochs', '1',
                   '--search_epochs', '1', '--retrain_epochs', '1', '--config', config])
     out = capsys.readouterr().out
+    assert len(open(os.path.join(data, LAYOUTS['somethingv1'].train_list)).readlines()) == 4  # data reused
     check_run(out, '16 of 20 3D convolutions converted', config)
     assert 'supernet kxkxk 512, 1xkxk 512, kx1x1 512' in out
 
