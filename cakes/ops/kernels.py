@@ -1,17 +1,38 @@
-"""The three sub-kernel kinds that CAKES mixes, and how each is built and inflated from a 2D 3x3."""
+"""The sub-kernel kinds that CAKES mixes, and how each is built, inflated from a 2D 3x3 or shrunk from a 3D kernel.
+
+A kind names its kernel along the axes (D, H, W) of a Conv3d (T, H, W in video): `k` keeps the original
+kernel size k with padding k // 2, `1` is size 1 without padding. The video network uses the first three
+(k = 3); volumetric networks may use all seven.
+"""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cakes.errors import UsageError
+
 K = 3
-# kind -> (kernel size, padding); the names are the keys of a conv_config dict.
-KERNELS = {
-    'kxkxk': ((K, K, K), (1, 1, 1)),
-    '1xkxk': ((1, K, K), (0, 1, 1)),
-    'kx1x1': ((K, 1, 1), (1, 0, 0)),
-}
-# Multiply-adds per output value, the weights of the cost-aware sparsity term (27 : 9 : 3).
-KERNEL_COST = {kind: size[0] * size[1] * size[2] for kind, (size, _) in KERNELS.items()}
+# Video kinds first, in the order of the released op codes; then the other 2D planes and 1D axes.
+KINDS = ('kxkxk', '1xkxk', 'kx1x1', 'kx1xk', 'kxkx1', '1xkx1', '1x1xk')
+
+
+def kernel_shape(kind, k=K):
+    """(kernel size, padding) of `kind` for an original kernel of size k (odd)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown kernel kind '{kind}': choose among {', '.join(KINDS)}")
+    axes = [a == 'k' for a in kind.split('x')]
+    return tuple(k if a else 1 for a in axes), tuple(k // 2 if a else 0 for a in axes)
+
+
+def kernel_cost(kind, k=K):
+    """Multiply-adds per output value and input channel: the kernel volume (27 : 9 : 3 for k = 3)."""
+    size, _ = kernel_shape(kind, k)
+    return size[0] * size[1] * size[2]
+
+
+# kind -> (kernel size, padding) at k = 3; the names are the keys of a conv_config dict.
+KERNELS = {kind: kernel_shape(kind) for kind in KINDS}
+# The weights of the cost-aware sparsity term at k = 3.
+KERNEL_COST = {kind: kernel_cost(kind) for kind in KINDS}
 
 
 class Conv3d(nn.Conv3d):
@@ -35,10 +56,12 @@ class Conv3d(nn.Conv3d):
         return super().forward(x).contiguous(memory_format=torch.channels_last_3d)
 
 
-def make_conv(kind, in_channels, out_channels, stride):
-    """A bias-free Conv3d of the given kind with spatial stride `stride`."""
-    size, padding = KERNELS[kind]
-    return Conv3d(in_channels, out_channels, size, stride=(1, stride, stride), padding=padding, bias=False)
+def make_conv(kind, in_channels, out_channels, stride, k=K):
+    """A bias-free Conv3d of the given kind. An int `stride` is the video network's spatial stride
+    (1, s, s); a converted network passes its convolution's 3D stride as a tuple."""
+    size, padding = kernel_shape(kind, k)
+    stride = (1, stride, stride) if isinstance(stride, int) else tuple(stride)
+    return Conv3d(in_channels, out_channels, size, stride=stride, padding=padding, bias=False)
 
 
 def inflate(kind, weight2d):
@@ -48,3 +71,16 @@ def inflate(kind, weight2d):
     if kind == 'kx1x1':
         weight2d = weight2d.sum(dim=(3, 4), keepdim=True)
     return weight2d.repeat(1, 1, K, 1, 1) / K
+
+
+def shrink(kind, weight3d):
+    """The kind's weight from a full (C, Cin, k, k, k) kernel: the kernel summed over the axes that shrink
+    (what it computes on an input that is constant along them)."""
+    size, _ = kernel_shape(kind, weight3d.shape[2])
+    axes = tuple(2 + i for i, s in enumerate(size) if s == 1)
+    return weight3d.sum(dim=axes, keepdim=True) if axes else weight3d.clone()
+
+
+def kind_of_size(size):
+    """The kind whose kernel has this size (any k), e.g. (1, 5, 5) -> '1xkxk'."""
+    return 'x'.join('1' if s == 1 else 'k' for s in size)

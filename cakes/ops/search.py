@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 
-from .kernels import KERNEL_COST
+from .kernels import kernel_cost
 
 
 def branch_blocks(op):
@@ -23,9 +23,9 @@ def sparsity_scale(op, reweight):
     """Per-channel factor of the L1 term: 1, or the branch's share of the kernel cost (27 : 9 : 3)."""
     scale = torch.ones(op.bn.num_features, device=op.bn.weight.device)
     if reweight:
-        total = sum(KERNEL_COST[kind] for kind in op.kinds)
+        total = sum(kernel_cost(kind, op.k) for kind in op.kinds)
         for kind, start, width in branch_blocks(op):
-            scale[start:start + width] = KERNEL_COST[kind] / total
+            scale[start:start + width] = kernel_cost(kind, op.k) / total
     return scale
 
 
@@ -48,8 +48,13 @@ def kept_indices(scale, num_branches, cost=None, lam=0.0):
     key = scale.detach().abs()
     if lam:
         key = key.double().cpu() - lam * cost
+    return top_indices(key, scale.numel() // num_branches)
+
+
+def top_indices(key, count):
+    """Sorted indices of the `count` largest values of `key`, ties towards the earlier channel."""
     order = torch.sort(key, descending=True, stable=True).indices
-    return order[:scale.numel() // num_branches].sort().values
+    return order[:count].sort().values
 
 
 def channel_cost(op, costs):

@@ -15,18 +15,20 @@ class DropoutSupernetOp(nn.Module):
     |BN scale|, the ones pruning keeps, so evaluating a supernet previews its pruned network. Kept
     channels stay in supernet order, so `conv3` sees them in the order pruning and finetuning use.
     BN normalises the kept channels with their own statistics and updates only their running stats.
+    `k` and `activation` as in CakesOp (without activation `out` is empty).
     """
 
-    def __init__(self, kinds, in_channels, width, stride, split_two=False):
+    def __init__(self, kinds, in_channels, width, stride, split_two=False, k=3, activation=True):
         super().__init__()
         self.kinds = tuple(kinds)
+        self.k = k
         self.widths = (width,) * len(kinds)
         self.width = width
         self.split_two = split_two
         self.out_channels = width
-        self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride)) for kind in kinds)
+        self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride, k)) for kind in kinds)
         self.norm = nn.BatchNorm3d(width * len(kinds))
-        self.out = nn.Sequential(nn.ReLU(inplace=True))
+        self.out = nn.Sequential(*([nn.ReLU(inplace=True)] if activation else []))
 
     @property
     def bn(self):

@@ -1,0 +1,16 @@
+"""CAKES on any 3D network: convert its Conv3d + BatchNorm3d pairs, search in your own loop, prune, retrain.
+
+    supernet = to_supernet(model, kinds=KINDS)            # every eligible layer a dropout supernet
+    ... train: loss.backward(); add_sparsity_grad(supernet, 1e-4); optimizer.step()
+    config = prune_config(supernet)                       # {layer: {kind: width}}
+    pruned = to_pruned(model, config, supernet=supernet)  # eval: the supernet's eval function
+"""
+from cakes.ops.kernels import KINDS
+
+from .build import VIDEO_KINDS, to_pruned, to_supernet
+from .find import find_layers
+from .report import summary
+from .search import add_sparsity_grad, load_config, prune_config, save_config
+
+__all__ = ['KINDS', 'VIDEO_KINDS', 'to_supernet', 'to_pruned', 'find_layers', 'summary', 'add_sparsity_grad',
+           'prune_config', 'save_config', 'load_config']
