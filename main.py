@@ -24,26 +24,26 @@ from torch import nn  # noqa: E402
 
 from cakes import data
 from cakes import ops
-from cakes.models import TemporalModel, describe, read_description
-from cakes.models.budget import prune_video_to_budget
-from cakes.models.finetune import init_from_supernet
+from cakes.cli import run_cli
+from cakes.conv_config import resolve_conv_config
 from cakes.engine import distributed
 from cakes.engine.board import Board
 from cakes.engine.checkpoint import (link_atomic, load_checkpoint, load_weights, model_state, prune_output_prefix,
                                      released_state, save_atomic, write_text_atomic)
-from cakes.engine.network_flags import FLAGS as NETWORK_FLAGS, fill_network_flags, not_given
-from cakes.cli import run_cli
-from cakes.conv_config import resolve_conv_config
-from cakes.errors import UsageError
-from cakes.plot import describe_config, save_config_picture
 from cakes.engine.class_report import finish_evaluation
 from cakes.engine.log import RunLog
 from cakes.engine.loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
+from cakes.engine.network_flags import FLAGS as NETWORK_FLAGS, fill_network_flags, not_given
 from cakes.engine.precision import AMP_DTYPES, grad_scaler
 from cakes.engine.preempt import StopRequest, ignore_stop_signals
 from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state, seed_process
 from cakes.engine.schedule import make_optimizer
 from cakes.engine.views import ViewScorer
+from cakes.errors import UsageError
+from cakes.models import TemporalModel, describe, read_description
+from cakes.models.budget import prune_video_to_budget
+from cakes.models.finetune import init_from_supernet
+from cakes.plot import describe_config, save_config_picture
 
 
 def build_parser():
