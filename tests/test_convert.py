@@ -303,3 +303,69 @@ def test_untraceable_model_falls_back_on_sequential_order():
     x = torch.randn(1, 2, 4, 4, 4)
     with torch.no_grad():
         assert torch.allclose(supernet.eval()(x), model(x), atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def r3d_supernet(r3d):
+    torch.manual_seed(0)
+    return randomize_bns(convert.to_supernet(r3d))
+
+
+CLIP = torch.zeros(1, 3, 4, 32, 32)
+
+
+def pruned_flops(model, config, x=CLIP):
+    return count_flops(convert.to_pruned(model, config), example_input=x)
+
+
+def test_prune_config_without_a_target_is_the_released_rule(r3d, r3d_supernet):
+    config = convert.prune_config(r3d_supernet)
+    for name, op in ops_of(r3d_supernet, DropoutSupernetOp).items():
+        scale, c = op.bn.weight.detach().abs(), op.width
+        kept = scale.sort(descending=True, stable=True).indices[:c]
+        assert config[name] == {kind: int(((kept >= b * c) & (kept < (b + 1) * c)).sum())
+                                for b, kind in enumerate(op.kinds)}
+    # A budget the released choice fits keeps it (lambda 0).
+    assert convert.prune_config(r3d_supernet, pruned_flops(r3d, config), CLIP) == config
+
+
+def test_prune_config_to_flops_budgets_on_r3d_18(r3d, r3d_supernet):
+    released = pruned_flops(r3d, convert.prune_config(r3d_supernet))
+    achieved = []
+    for target in (0.95 * released, 0.8 * released, 0.6 * released):
+        config = convert.prune_config(r3d_supernet, target_flops=target, example_input=CLIP)
+        achieved.append(pruned_flops(r3d, config))
+        assert achieved[-1] <= target
+        # As close as one channel trade allows: the costliest is a 3x3x3 channel for a 3x1x1 one in layer1
+        # (64 input channels, 4x16x16 output voxels).
+        assert target - achieved[-1] <= 2 * 64 * (27 - 3) * 4 * 16 * 16
+    assert achieved == sorted(achieved, reverse=True) and len(set(achieved)) == 3
+
+
+def test_budget_on_layers_narrower_than_their_kinds_and_its_range():
+    """Seven kinds in layers of 4 and 3 channels: every kind's cost still counted (the range's ends)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1, bias=False), nn.BatchNorm3d(4), nn.ReLU(),
+                          nn.Conv3d(4, 3, 3, padding=1, stride=2), nn.BatchNorm3d(3))
+    supernet = randomize_bns(convert.to_supernet(model, kinds=convert.KINDS))
+    x = torch.zeros(1, 3, 4, 8, 8)
+    fewest = pruned_flops(model, {'0': {'1x1xk': 4}, '3': {'1x1xk': 3}}, x)
+    most = pruned_flops(model, {'0': {'kxkxk': 4}, '3': {'kxkxk': 3}}, x)
+    released = pruned_flops(model, convert.prune_config(supernet), x)
+    for target in (fewest, (fewest + released) // 2, most):
+        assert pruned_flops(model, convert.prune_config(supernet, target, x), x) <= target
+    for target in (fewest - 1, most + 1):
+        reach = rf'out of reach.* from {fewest / 1e3:.3f} kFLOPs .* to {most / 1e3:.3f} kFLOPs'
+        with pytest.raises(UsageError, match=reach):
+            convert.prune_config(supernet, target_flops=target, example_input=x)
+    with pytest.raises(UsageError, match='give example_input'):
+        convert.prune_config(supernet, target_flops=released)
+
+
+def test_budget_on_a_forward_that_cannot_run_on_meta():
+    model = Untraceable().eval()
+    x = torch.randn(1, 2, 4, 4, 4)
+    supernet = randomize_bns(convert.to_supernet(model, example_input=x))
+    released = pruned_flops(model, convert.prune_config(supernet), x)
+    config = convert.prune_config(supernet, target_flops=released - 1, example_input=x)
+    assert pruned_flops(model, config, x) <= released - 1

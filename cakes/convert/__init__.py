@@ -3,6 +3,7 @@
     supernet = to_supernet(model, kinds=KINDS)            # every eligible layer a dropout supernet
     ... train: loss.backward(); add_sparsity_grad(supernet, 1e-4); optimizer.step()
     config = prune_config(supernet)                       # {layer: {kind: width}}
+    config = prune_config(supernet, target_flops=F, example_input=x)  # or at most F FLOPs on x
     pruned = to_pruned(model, config, supernet=supernet)  # eval: the supernet's eval function
 """
 from cakes.ops.kernels import KINDS

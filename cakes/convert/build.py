@@ -12,7 +12,6 @@ from cakes.ops.kernels import KINDS, kernel_shape, shrink
 from cakes.ops.search import top_indices
 
 from .find import find_layers
-from .search import check_format
 
 VIDEO_KINDS = ('kxkxk', '1xkxk', 'kx1x1')
 BN_VECTORS = ('weight', 'bias', 'running_mean', 'running_var')
@@ -51,11 +50,17 @@ def to_pruned(model, config, supernet=None, example_input=None):
     """
     layers = checked_layers(model, example_input)
     check_config(config, converted(layers), model)
-    net = copy.deepcopy(model if supernet is None else supernet)
+    return pruned_copy(model if supernet is None else supernet, layers, config, supernet is not None)
+
+
+def pruned_copy(source, layers, config, from_supernet):
+    """to_pruned without the checks: a copy of `source` (the original model, or the supernet when
+    `from_supernet`) with CAKES ops of the `config` widths in the converted `layers`."""
+    net = copy.deepcopy(source)
     net.cakes_layers = layers
     for layer in converted(layers):
         branches = [(kind, width) for kind, width in config[layer.name].items() if width > 0]
-        if supernet is None:
+        if not from_supernet:
             conv, bn = net.get_submodule(layer.name), net.get_submodule(layer.bn)
             op = pruned_from_original(conv, bn, branches)
         else:
@@ -86,6 +91,21 @@ def checked_layers(model, example_input):
         raise UsageError(f'{type(model).__name__} has no eligible layer (a cubic odd-size Conv3d with padding k//2 '
                          f'followed only by its BatchNorm3d): {why}')
     return layers
+
+
+def check_format(config, where='config'):
+    """{layer name: {known kind: non-negative int}}; fitting a model is checked by to_pruned."""
+    if not isinstance(config, dict) or not config:
+        raise UsageError(f'{where} must be a non-empty {{layer name: {{kind: width}}}} dict (a JSON object in a file)')
+    for name, entry in config.items():
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where} layer '{name}': {entry!r} must map kernel kinds to widths")
+        for kind, width in entry.items():
+            if kind not in KINDS:
+                raise UsageError(f"{where} layer '{name}': unknown kernel kind '{kind}' (choose among {', '.join(KINDS)})")
+            if not isinstance(width, int) or isinstance(width, bool) or width < 0:
+                raise UsageError(f"{where} layer '{name}': width {width!r} of '{kind}' must be a non-negative integer")
+    return config
 
 
 def check_config(config, layers, model):

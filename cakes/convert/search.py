@@ -6,7 +6,9 @@ import tempfile
 from cakes.errors import UsageError
 from cakes.ops import DropoutSupernetOp
 from cakes.ops import search
-from cakes.ops.kernels import KINDS
+
+from .budget import prune_converted_to_budget
+from .build import check_format
 
 
 def supernet_ops(supernet):
@@ -27,25 +29,17 @@ def add_sparsity_grad(supernet, strength, reweight=True):
     search.add_sparsity_grad(ops, strength, reweight)
 
 
-def prune_config(supernet):
-    """The widths pruning keeps in every layer (the project's rule: the C largest |BN scale| of n*C)."""
+def prune_config(supernet, target_flops=None, example_input=None):
+    """The widths pruning keeps in every layer: the project's rule (the C largest |BN scale| of n*C), or with
+    `target_flops` the budget rule, choosing them so that the pruned network (to_pruned) has at most that
+    many FLOPs on `example_input` (cakes.complexity.count_flops) and as close to it as channels allow."""
     names, ops = zip(*supernet_ops(supernet))
-    return dict(zip(names, search.prune_config(ops)))
-
-
-def check_format(config, where='config'):
-    """{layer name: {known kind: non-negative int}}; fitting a model is checked by to_pruned."""
-    if not isinstance(config, dict) or not config:
-        raise UsageError(f'{where} must be a non-empty {{layer name: {{kind: width}}}} dict (a JSON object in a file)')
-    for name, entry in config.items():
-        if not isinstance(entry, dict):
-            raise UsageError(f"{where} layer '{name}': {entry!r} must map kernel kinds to widths")
-        for kind, width in entry.items():
-            if kind not in KINDS:
-                raise UsageError(f"{where} layer '{name}': unknown kernel kind '{kind}' (choose among {', '.join(KINDS)})")
-            if not isinstance(width, int) or isinstance(width, bool) or width < 0:
-                raise UsageError(f"{where} layer '{name}': width {width!r} of '{kind}' must be a non-negative integer")
-    return config
+    if target_flops is None:
+        return dict(zip(names, search.prune_config(ops)))
+    if example_input is None:
+        raise UsageError('prune_config(supernet, target_flops=...) counts FLOPs on an input: give example_input, '
+                         'e.g. a batch of one of your inputs')
+    return dict(zip(names, prune_converted_to_budget(supernet, names, ops, target_flops, example_input).config))
 
 
 def save_config(config, path):

@@ -41,8 +41,9 @@ def video_flops(op_code, arch, num_segments, input_size=224, num_class=174):
 
 
 def prune_video_to_budget(supernet, target_flops, input_size=224):
-    """The Budget (config, counted FLOPs, lam, reachable range) of a TemporalModel supernet at its frames."""
+    """The Budget (config, counted FLOPs, lam, reachable range) of a TemporalModel supernet at its frames
+    (a range error in GFLOPs, the unit of --target_gflops)."""
     arch, frames = supernet.base_model.arch, supernet.num_segments
     costs = video_costs(supernet.op_code, arch, frames, input_size)
     flops = video_flops(supernet.op_code, arch, frames, input_size, num_classes(supernet))
-    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops)
+    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops, unit='GFLOPs')

@@ -110,7 +110,7 @@ class Budget:
     reachable: tuple      # (fewest, most) FLOPs: all channels of the cheapest / costliest kind
 
 
-def prune_to_budget(searchable_ops, costs, flops, target_flops):
+def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
     """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam >= 0 the smallest
     found by bisection whose pruned network has at most `target_flops`.
 
@@ -119,6 +119,7 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
     reads its C channels whatever their kinds), so bisection uses `flops` only to fix the constant and checks
     the final config with it. The FLOPs of a raise in lam never go up; with distinct scales one step of it
     trades one channel for a cheaper one, so the result is within one channel trade of the target.
+    A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it).
     """
     kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
     scales = [op.bn.weight.detach().abs().double().cpu() for op in searchable_ops]
@@ -138,9 +139,10 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
     fewest = offset + sum(c * min(cost.values()) for c, cost in zip(kept, costs))
     most = offset + sum(c * max(cost.values()) for c, cost in zip(kept, costs))
     if not fewest <= target_flops <= most:
-        raise UsageError(f'FLOPs target {target_flops / 1e9:.3f} GFLOPs is out of reach: keeping C channels per '
-                         f'layer costs from {fewest / 1e9:.3f} GFLOPs (all of the cheapest kind) to '
-                         f'{most / 1e9:.3f} GFLOPs (all of the costliest); give a target in that range')
+        unit = unit or flops_unit(fewest)
+        raise UsageError(f'FLOPs target {flops_text(target_flops, unit)} is out of reach: keeping C channels per '
+                         f'layer costs from {flops_text(fewest, unit)} (all of the cheapest kind) to '
+                         f'{flops_text(most, unit)} (all of the costliest); give a target in that range')
     lam = 0.0
     if offset + linear(released) > target_flops:
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
@@ -156,3 +158,15 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops):
         raise RuntimeError(f'pruned FLOPs {counted} are not affine in the branch widths (predicted '
                            f'{offset + linear(config):.0f}): the per-channel costs do not fit this network')
     return Budget(config, counted, lam, (round(fewest), round(most)))
+
+
+FLOPS_UNITS = {'GFLOPs': 1e9, 'MFLOPs': 1e6, 'kFLOPs': 1e3}
+
+
+def flops_unit(flops):
+    """The largest unit of which `flops` is at least one (GFLOPs at video sizes, MFLOPs for small volumes)."""
+    return next((unit for unit, scale in FLOPS_UNITS.items() if flops >= scale), 'kFLOPs')
+
+
+def flops_text(flops, unit):
+    return f'{flops / FLOPS_UNITS[unit]:.3f} {unit}'
