@@ -140,7 +140,7 @@ def parse_args(argv=None):
     """The command line, with the network flags that are not given filled from the description of the
     checkpoint the run starts from, else with their defaults. Returns (args, Source)."""
     parser = build_parser()
-    args = parser.parse_args(argv, argparse.Namespace(**not_given()))
+    args = parser.parse_args(argv, argparse.Namespace(**not_given(), dropout=None))
     check_combinations(args)
     path = args.prune_model_path if args.prune else (args.finetune or args.resume)
     checkpoint = load_checkpoint(path) if path else None
@@ -149,6 +149,8 @@ def parse_args(argv=None):
         raise UsageError(f"'{path}' holds a network trained without --search (op code {description['op_code']}): "
                          '--prune reads the checkpoint of a --search supernet')
     filled = fill_network_flags(args, {flag: parser.get_default(flag) for flag in NETWORK_FLAGS}, description)
+    if args.dropout is None:  # the checkpoint's own (its classifier layout depends on it), else the default
+        args.dropout = parser.get_default('dropout') if description is None else description['dropout']
     return args, Source(path, checkpoint, description, filled)
 
 
@@ -241,29 +243,40 @@ def prune(args, source):
     text = str(config)  # a Python literal of plain ints, as config.py takes it
     print(text)
     prefix = prune_output_prefix(args.prune_model_path)
-    write_pruned_config(text + '\n', prefix + '_conv_config.txt')
+    # A budget's config has a name of its own: RUN_conv_config.txt stays the one --finetune copies channels for.
+    output = prefix + '_conv_config' + ('' if args.target_gflops is None else f'_{args.target_gflops:g}gflops')
+    write_pruned_config(text + '\n', output + '.txt')
     name = os.path.basename(prefix) + ('' if args.target_gflops is None else
                                        f'\npruned to at most {args.target_gflops:g} GFLOPs')
-    picture = prefix + '_conv_config.png'
+    picture = output + '.png'
     save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
                         picture)
     print(f'kernel mix picture written to {picture}')
 
 
 def write_pruned_config(text, beside):
-    """./conv_config.txt as released (a different config already there is moved to ./conv_config.txt.bak,
-    never lost), and the same file beside the supernet checkpoint, where another prune cannot overwrite it."""
+    """./conv_config.txt as released (a different config already there is moved to ./conv_config.txt.bak, or
+    .bak.1, .bak.2, ... when that is taken: never lost), and the same file beside the supernet checkpoint."""
     released = 'conv_config.txt'
     if os.path.isfile(released):
         with open(released) as f:
             previous = f.read()
         if previous != text:
-            os.replace(released, released + '.bak')
-            print('moved the previous ./conv_config.txt (another config) to ./conv_config.txt.bak')
+            backup = free_backup_name(released)
+            os.replace(released, backup)
+            print(f'moved the previous ./conv_config.txt (another config) to ./{backup}')
     write_text_atomic(released, text)
     print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
     write_text_atomic(beside, text)
     print(f'conv_config also written beside the supernet: {beside}')
+
+
+def free_backup_name(path):
+    backup, n = path + '.bak', 0
+    while os.path.exists(backup):
+        n += 1
+        backup = f'{path}.bak.{n}'
+    return backup
 
 
 def prune_to_gflops(args, model):
@@ -397,7 +410,7 @@ def keep_copies(path, epoch, is_best):
     checkpoint file just written (copies where links cannot be made)."""
     if not distributed.is_main():
         return
-    prefix = path[:-len('_checkpoint.pth.tar')]
+    prefix = prune_output_prefix(path)
     if is_best:
         link_atomic(path, prefix + '_best.pth.tar')
     if epoch % 5 == 0:
@@ -543,10 +556,8 @@ def run(args, conv_config, source=None):
     described = source.description is not None and source.path in (args.resume, args.finetune)
     if described:
         check_classes(source, class_names, args)
-    # Evaluating a described network: its classifier layout (new_fc or not) follows its dropout.
-    dropout = source.description['dropout'] if described and args.evaluate else None
     with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
-        model = build_model(args, len(class_names), conv_config, dropout, pretrained=pretrained_source(args))
+        model = build_model(args, len(class_names), conv_config, pretrained=pretrained_source(args))
     if args.finetune:
         init_from_supernet(model, model_state(source.take(args.finetune)))
         log(f"=> initialised from the kept channels of supernet '{args.finetune}'")

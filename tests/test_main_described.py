@@ -85,6 +85,16 @@ def test_resume_from_the_description_continues_the_run(data, pipeline, tmp_path,
     assert load(path_of(tmp_path))['description'] == load(pruned)['description']
 
 
+def test_resume_takes_the_described_dropout_when_not_given(data, tmp_path, capsys):
+    """A --dropout 0 run has no new_fc: continuing it without the flag must build that layout again."""
+    run(data, tmp_path / 'a', '--op_code', 'conv2d', '--num_segments', '2', '--dropout', '0')
+    first = path_of(tmp_path / 'a')
+    run(data, tmp_path / 'b', '--resume', first, '--epochs', '2')
+    assert 'Epoch: [1][0/2]' in capsys.readouterr().out
+    resumed = load(path_of(tmp_path / 'b'))
+    assert resumed['description']['dropout'] == 0.0 and 'module.new_fc.weight' not in resumed['state_dict']
+
+
 DISAGREEING = [
     (['--num_segments', '4'], '--num_segments 4 disagrees with the checkpoint (num_segments 2)'),
     (['--op_code', 'conv1_2_3d'], '--op_code conv1_2_3d disagrees with the checkpoint (op_code convst)'),
@@ -149,6 +159,20 @@ def test_prune_moves_another_config_to_bak(pipeline, tmp_path, monkeypatch, caps
     os.remove(tmp_path / 'conv_config.txt.bak')
     run_cli(main.main, prune)  # the same config again: nothing to keep
     assert '.bak' not in capsys.readouterr().out and not (tmp_path / 'conv_config.txt.bak').exists()
+
+
+def test_a_taken_bak_is_kept_and_the_next_number_used(pipeline, tmp_path, monkeypatch, capsys):
+    root, supernet, _ = pipeline
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'conv_config.txt').write_text('[{"kxkxk": 64}]\n')
+    (tmp_path / 'conv_config.txt.bak').write_text('mine\n')
+    (tmp_path / 'conv_config.txt.bak.1').write_text('mine too\n')
+    run_cli(main.main, ['--root_path', 'unused', '--checkpoint_dir', str(tmp_path), '--prune',
+                        '--prune_model_path', supernet])
+    assert 'to ./conv_config.txt.bak.2' in capsys.readouterr().out
+    assert (tmp_path / 'conv_config.txt.bak').read_text() == 'mine\n'
+    assert (tmp_path / 'conv_config.txt.bak.1').read_text() == 'mine too\n'
+    assert (tmp_path / 'conv_config.txt.bak.2').read_text() == '[{"kxkxk": 64}]\n'
 
 
 @pytest.mark.parametrize('path, prefix', [

@@ -137,9 +137,12 @@ def test_prune_to_target_gflops_prints_the_achieved_flops_and_writes_config_and_
     config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
     assert achieved == pytest.approx(counted(config) / 1e9, abs=5e-4) and achieved <= target
     assert gap == pytest.approx(target - achieved, abs=2e-3)
-    picture = supernet_checkpoint.replace('_best.pth.tar', '_conv_config.png')
+    picture = supernet_checkpoint.replace('_best.pth.tar', f'_conv_config_{target:g}gflops.png')
     assert f'kernel mix picture written to {picture}' in printed
     assert open(picture, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    # beside the supernet under the budget's own name: RUN_conv_config.txt stays what --finetune reads
+    assert ast.literal_eval(open(picture.replace('.png', '.txt')).read()) == config
+    assert not os.path.exists(supernet_checkpoint.replace('_best.pth.tar', '_conv_config.txt'))
 
 
 @pytest.mark.parametrize('extra, message', [

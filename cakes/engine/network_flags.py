@@ -6,6 +6,7 @@ import os
 from ..conv_config import resolve_conv_config
 from ..errors import UsageError
 from ..models.description import plain_config
+from ..ops import pruned_op_code
 from .checkpoint import prune_output_prefix
 
 FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
@@ -23,7 +24,7 @@ def described_network(description, finetune):
     network = {flag: description[flag] for flag in FLAGS}
     network['conv_config'] = network['conv_config'] or ''
     if finetune:
-        network.update(op_code=network['op_code'].removesuffix('_dropout'), search=False)
+        network.update(op_code=pruned_op_code(network['op_code']), search=False)
         del network['conv_config']
     return network
 

@@ -3,15 +3,10 @@ per-channel costs and the FLOPs of the pruned network counted at the run's frame
 import torch
 
 from cakes.complexity import count_flops
-from cakes.ops import op_spec
+from cakes.ops import pruned_op_code
 from cakes.ops.search import channel_costs, prune_to_budget
 
 from .temporal import TemporalModel
-
-
-def pruned_op_code(op_code):
-    """The op code of the network a supernet prunes to (a dropout supernet's CAKES op)."""
-    return op_code[:-len('_dropout')] if op_spec(op_code).family == 'dropout' else op_code
 
 
 def num_classes(model):

@@ -34,6 +34,11 @@ def op_spec(op_code):
     return OP_CODES[op_code]
 
 
+def pruned_op_code(op_code):
+    """The op code of the network a supernet prunes to (a dropout supernet's CAKES op)."""
+    return op_code[:-len('_dropout')] if op_spec(op_code).family == 'dropout' else op_code
+
+
 def default_widths(width, n):
     """Without search or config: branches 2..n get width // n each, branch 1 the rest."""
     return [width - (n - 1) * (width // n)] + [width // n] * (n - 1)
