@@ -19,7 +19,7 @@ from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops, count_params  # noqa: E402
 from cakes.engine.checkpoint import load_checkpoint, prune_output_prefix, write_atomic  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from cakes.models import TemporalModel, read_description  # noqa: E402
+from cakes.models import build_from_description, read_description  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402
 
 COMPLEXITY = os.path.join(ROOT, 'tests', 'data', 'complexity.json')
@@ -61,9 +61,7 @@ def run_point(scores_path, checkpoint_path, input_size=224):
         raise UsageError(f"'{checkpoint_path}' has no description (op_code, conv_config, ...): give a checkpoint "
                          "written by this project's main.py")
     with torch.device('meta'):
-        model = TemporalModel(description['num_class'], description['num_segments'], op_code=description['op_code'],
-                              conv_config=description['conv_config'], backbone=description['arch'],
-                              search=description['search'])
+        model = build_from_description(description)
     label = f"{os.path.basename(prune_output_prefix(checkpoint_path))} {description['num_segments']}f"
     return {'label': label, 'top1': accuracy, 'videos': videos, 'params': count_params(model),
             'flops': count_flops(model, description['num_segments'], input_size)}

@@ -1,8 +1,7 @@
 """Search a converted network in your own loop, and what it yields: {layer name: {kind: width}}."""
 import json
-import os
-import tempfile
 
+from cakes.engine.checkpoint import write_text_atomic
 from cakes.errors import UsageError
 from cakes.ops import DropoutSupernetOp
 from cakes.ops import search
@@ -45,10 +44,7 @@ def prune_config(supernet, target_flops=None, example_input=None):
 def save_config(config, path):
     """Write the config as JSON, atomically."""
     check_format(config)
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile('w', dir=folder, suffix='.tmp', delete=False) as f:
-        json.dump(config, f, indent=1)
-    os.replace(f.name, path)
+    write_text_atomic(path, json.dumps(config, indent=1))
 
 
 def load_config(path):

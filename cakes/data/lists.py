@@ -3,6 +3,7 @@ import os
 import sys
 from typing import NamedTuple
 
+from cakes.engine.checkpoint import write_text_atomic
 from cakes.errors import UsageError
 
 MIN_FRAMES = 3  # shorter videos are dropped from a list, as in the released code
@@ -98,9 +99,7 @@ def count_frames(folder):
 
 def write_lines(path, lines):
     """Through a temporary file and a rename: a stopped run leaves the old list or the new one, never half."""
-    with open(path + '.tmp', 'w') as f:
-        f.writelines(line + '\n' for line in lines)
-    os.replace(path + '.tmp', path)
+    write_text_atomic(path, ''.join(line + '\n' for line in lines))
 
 
 def video_rows(frames_dir, entries):
