@@ -1,4 +1,5 @@
-"""predict.py on frame folders and video files, its errors, and scripts/export_onnx.py against PyTorch."""
+"""predict.py on frame folders and video files, its errors, and scripts/export_onnx.py against PyTorch; both
+reconcile the model flags with a description as main.py does."""
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import main
 import predict
 from conftest import run_main
 from conftest_data import load_script
@@ -15,6 +17,7 @@ from cakes.cli import run_cli
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
 from cakes.engine.checkpoint import released_state
+from cakes.engine.network_flags import FLAGS, RELEASED
 from cakes.models.description import build_from_description, describe
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -168,3 +171,42 @@ def test_dropout_supernets_are_refused_with_what_to_do(tmp_path, capsys):
         run_cli(load_script('export_onnx').main, ['--resume', str(path), str(tmp_path / 'm.onnx')])
     assert exit_info.value.code == 2
     assert 'dropout supernet' in capsys.readouterr().err and not (tmp_path / 'm.onnx').exists()
+
+
+def run_tool(tool, data, checkpoint, tmp_path, *flags):
+    """predict.py on a frame folder or scripts/export_onnx.py, tiny: its exit status."""
+    run, last = ((predict.main, val_folder(data)) if tool == 'predict' else
+                  (load_script('export_onnx').main, str(tmp_path / 'm.onnx')))
+    try:
+        return run_cli(run, ['--input_size', '32', '--resume', checkpoint, *flags, last])
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize('tool', ['predict', 'export'])
+@pytest.mark.parametrize('flags, message', [
+    (['--num_segments', '16', '--op_code', 'conv3d'],
+     '--num_segments 16 disagrees with the checkpoint (num_segments 2)'),
+    (['--op_code', 'convst'], '--op_code convst disagrees with the checkpoint (op_code conv3d)'),
+    (['--search'], '--search disagrees with the checkpoint (search False)'),
+])
+def test_model_flags_that_disagree_with_the_description_are_refused(data, checkpoints, tmp_path, capsys, tool, flags,
+                                                                     message):
+    assert run_tool(tool, data, checkpoints[0], tmp_path, *flags) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and err == f'error: {message}: drop the flag or use another checkpoint\n'
+    assert not (tmp_path / 'm.onnx').exists()
+
+
+@pytest.mark.parametrize('tool', ['predict', 'export'])
+def test_model_flags_that_agree_with_the_description_are_accepted(data, checkpoints, tmp_path, capsys, tool):
+    assert run_tool(tool, data, checkpoints[0], tmp_path) == 0
+    alone = capsys.readouterr().out
+    agreeing = ['--num_segments', '2', '--op_code', 'conv3d', '--arch', 'resnet50', '--conv_config', '']
+    assert run_tool(tool, data, checkpoints[0], tmp_path, *agreeing) == 0
+    assert capsys.readouterr().out == alone != ''
+
+
+def test_released_checkpoints_take_the_defaults_of_main():
+    """Without a description the tools fill the flags left out with main.py's defaults."""
+    assert RELEASED == {flag: main.build_parser().get_default(flag) for flag in FLAGS}

@@ -10,6 +10,8 @@ from ..ops import pruned_op_code
 from .checkpoint import prune_output_prefix
 
 FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
+# main.py's defaults, for tools that take these flags without main.py's parser (cakes.models.loading).
+RELEASED = {'op_code': 'conv3d', 'conv_config': '', 'arch': 'resnet50', 'num_segments': 8, 'search': False}
 
 
 def not_given():
@@ -33,7 +35,8 @@ def fill_network_flags(args, defaults, description):
     """Fill the flags that are None in `args` from `description` (None: a released checkpoint, or no
     checkpoint) or else `defaults`; refuse a given flag that disagrees. Returns the names filled from the
     description."""
-    finetune = bool(args.finetune) and not args.prune
+    # Tools that only run a network (cakes.models.loading) have neither --finetune nor --prune.
+    finetune = bool(getattr(args, 'finetune', '')) and not getattr(args, 'prune', False)
     network = described_network(description, finetune) if description is not None else {}
     filled = set()
     for flag, theirs in network.items():

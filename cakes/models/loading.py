@@ -1,30 +1,38 @@
 """The trained network of a checkpoint, for tools that only run it (predict.py, scripts/export_onnx.py): from
 the checkpoint's description, or for released checkpoints (no description) from main.py's model flags and the
-class names of --category."""
+class names of --category. The flags are reconciled with a description as main.py does."""
 from cakes.conv_config import resolve_conv_config
 from cakes.data.lists import read_categories
 from cakes.engine.checkpoint import load_checkpoint, load_weights, model_state
+from cakes.engine.network_flags import RELEASED, fill_network_flags
 from cakes.errors import UsageError
 
 from .description import build_from_description, describe, read_description
 
 
 def add_model_flags(parser):
-    """--resume and, for released checkpoints, the model flags of main.py with its defaults and --category."""
+    """--resume, main.py's model flags and --category. A model flag left out stays None: model_description
+    fills it as main.py does (cakes.engine.network_flags)."""
     parser.add_argument('--resume', required=True, metavar='CKPT', help='the trained network')
-    released = parser.add_argument_group('released checkpoints (without a description): the model flags of main.py')
-    released.add_argument('--category', default='', metavar='FILE', help="the dataset's category.txt (class names)")
-    released.add_argument('--op_code', default='conv3d')
-    released.add_argument('--conv_config', default='', help='a key of conv_configs in config.py, or a file')
-    released.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet101'])
-    released.add_argument('--num_segments', type=int, default=8)
-    released.add_argument('--search', action='store_true')
-    released.add_argument('--dropout', '--dp', type=float, default=0.3)
+    model = parser.add_argument_group(
+        'the model flags of main.py', 'not needed for a checkpoint that describes its network (given, they must '
+        "agree with it); a released checkpoint (without a description) takes them, default main.py's")
+    model.add_argument('--category', default='', metavar='FILE', help="the dataset's category.txt (class names of "
+                       'a released checkpoint)')
+    model.add_argument('--op_code')
+    model.add_argument('--conv_config', help='a key of conv_configs in config.py, or a file')
+    model.add_argument('--arch', choices=['resnet50', 'resnet101'])
+    model.add_argument('--num_segments', type=int)
+    model.add_argument('--search', action='store_true', default=None)
+    model.add_argument('--dropout', '--dp', type=float, default=0.3, help="a released checkpoint's (as main.py: "
+                       'a description has its own)')
 
 
 def model_description(args, checkpoint):
-    """The checkpoint's own description, or one made from the model flags and --category."""
+    """The checkpoint's own description (model flags given must agree with it), or one made from the model flags
+    and --category."""
     description = read_description(checkpoint)
+    fill_network_flags(args, RELEASED, description)
     if description is not None:
         return description
     if not args.category:
