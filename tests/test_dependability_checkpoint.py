@@ -222,3 +222,15 @@ def test_a_full_checkpoint_is_plain_data_for_weights_only(tmp_path):
     assert set(loaded['rng']) >= {'python', 'numpy', 'torch', 'loader_seed'}
     assert loaded['args']['lr_steps'] == [3.0, 5.0] and loaded['args']['checkpoint_dir'] == str(tmp_path)
     assert SimpleNamespace(**loaded['args']).arch == 'resnet50'
+
+
+def test_atomic_writes_follow_the_umask_like_a_plain_open(tmp_path):
+    """mkstemp creates 0600 files: checkpoints, configs and pictures must be readable as torch.save's would be."""
+    old = os.umask(0o022)
+    try:
+        ckpt.write_text_atomic(str(tmp_path / 'conv_config.txt'), '[]\n')
+        ckpt.save_atomic({'epoch': 1}, str(tmp_path / 'x.pth.tar'))
+    finally:
+        os.umask(old)
+    for name in ('conv_config.txt', 'x.pth.tar'):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

@@ -172,6 +172,7 @@ def _write_atomic(path, write):
         raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
     try:
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), _created_mode())  # mkstemp makes 0600; a plain open() would follow the umask
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -184,6 +185,12 @@ def _write_atomic(path, write):
             raise UsageError(f"cannot write '{path}' ({e.strerror or e}); the previous file, if any, is "
                              'intact') from None
         raise
+
+
+def _created_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_folder(folder):
