@@ -1,7 +1,7 @@
 """CAKES: the output channels of a 3x3 operation shared among 3D, 2D and 1D sub-kernel branches."""
-import torch
 from torch import nn
 
+from . import plans
 from .kernels import inflate, make_conv
 
 
@@ -28,13 +28,15 @@ class CakesOp(nn.Module):
         self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride, k)) for kind, width in kept)
         relu = [nn.ReLU(inplace=True)] if activation else []
         self.out = nn.Sequential(nn.BatchNorm3d(self.out_channels), *relu)
+        self.plans, self.plan_times = {}, {}  # cakes.ops.plans: not in the state_dict
 
     @property
     def bn(self):
         return self.out[0]
 
     def forward(self, x):
-        return self.out(torch.cat([branch(x) for branch in self.convs], dim=1))
+        """What the branches, concatenated, then `out` compute, by the op's fastest plan (cakes.ops.plans)."""
+        return plans.forward_cakes(self, x)
 
     def inflate_from_2d(self, weight2d):
         start = 0

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import plans
 from .kernels import inflate, make_conv
 from .search import kept_channels
 
@@ -29,31 +30,32 @@ class DropoutSupernetOp(nn.Module):
         self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride, k)) for kind in kinds)
         self.norm = nn.BatchNorm3d(width * len(kinds))
         self.out = nn.Sequential(*([nn.ReLU(inplace=True)] if activation else []))
+        self.plans, self.plan_times = {}, {}  # cakes.ops.plans: not in the state_dict
 
     @property
     def bn(self):
         return self.norm
 
-    def sample_channels(self):
+    def sample_channels(self, generator=None):
         """Sorted indices into the n*C supernet channels for one training step."""
         c, n = self.width, len(self.kinds)
         if self.split_two:
-            d = int(torch.randint(0, c + 1, ()))
-            first = torch.randperm(c)[:c - d]
-            second = torch.randperm(c)[:d] + c
+            d = int(torch.randint(0, c + 1, (), generator=generator))
+            first = torch.randperm(c, generator=generator)[:c - d]
+            second = torch.randperm(c, generator=generator)[:d] + c
             return torch.cat([first.sort().values, second.sort().values])
-        return torch.randperm(n * c)[:c].sort().values
+        return torch.randperm(n * c, generator=generator)[:c].sort().values
+
+    def split_locals(self, index):
+        """Per branch, the indices of its filters among the supernet channels `index`."""
+        return [index[(index >= b * self.width) & (index < (b + 1) * self.width)] - b * self.width
+                for b in range(len(self.convs))]
 
     def forward(self, x):
         index = self.sample_channels() if self.training else kept_channels(self)
         index = index.to(x.device)
-        outputs = []
-        for b, branch in enumerate(self.convs):
-            local = index[(index >= b * self.width) & (index < (b + 1) * self.width)] - b * self.width
-            if len(local):
-                conv = branch[0]
-                outputs.append(F.conv3d(x, conv.weight[local], None, conv.stride, conv.padding))
-        return self.out(subset_batch_norm(self.norm, torch.cat(outputs, dim=1), index))
+        y = plans.forward_dropout_conv(self, x, self.split_locals(index))
+        return self.out(subset_batch_norm(self.norm, y, index))
 
     def inflate_from_2d(self, weight2d):
         for kind, branch in zip(self.kinds, self.convs):

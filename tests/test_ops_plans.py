@@ -1,0 +1,211 @@
+"""Execution plans of the CAKES ops (cakes.ops.plans) compute what the branch form computes: outputs and
+gradients, every plan, kind mix, width, stride, memory format and mode; the choice is cached, exported,
+loaded, shared by replicas and deepcopies, and leaves the state_dict, BN statistics and RNG alone."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import config
+from cakes import convert
+from cakes.errors import UsageError
+from cakes.models import TemporalModel
+from cakes.ops import CakesOp, DropoutSupernetOp, plans
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+FORMATS = (torch.contiguous_format, torch.channels_last_3d)
+MIXES = [  # (kind, width) lists: widths 0, 1, odd; the video kinds and the other four
+    [('kxkxk', 3), ('1xkxk', 2), ('kx1x1', 1)],
+    [('kxkxk', 1), ('1xkxk', 0), ('kx1x1', 5)],
+    [('kxkxk', 0), ('1xkxk', 3), ('kx1x1', 2)],
+    [('1xkxk', 4), ('kx1x1', 1)],
+    [('kxkxk', 2), ('1xkxk', 5)],
+    [('kx1xk', 1), ('kxkx1', 2), ('1xkx1', 3), ('1x1xk', 1)],
+    [('1xkxk', 3)],
+]
+
+
+def randomised_bn(bn):
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+
+
+def make_op(branches, stride, k=3):
+    torch.manual_seed(0)
+    op = CakesOp(branches, 4, stride, k=k).double()
+    randomised_bn(op.bn)
+    return op
+
+
+def close(a, b):
+    return torch.allclose(a, b, rtol=1e-9, atol=1e-10 * max(1.0, a.abs().max().item()))
+
+
+@pytest.mark.parametrize('fmt', FORMATS, ids=['contiguous', 'channels_last'])
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('mix', MIXES, ids=[str(i) for i in range(len(MIXES))])
+def test_every_plan_gives_the_branch_outputs_and_gradients(mix, stride, fmt):
+    op = make_op(mix, stride, k=5 if len(mix) == 4 else 3)
+    x = torch.randn(2, 4, 5, 9, 9, dtype=torch.float64).contiguous(memory_format=fmt)
+    names = plans.candidates(op, x)
+    assert 'stacked' in names and len(names) >= 2
+    params = [p for branch in op.convs for p in branch.parameters()]
+    ref_in = x.clone().requires_grad_()
+    want = plans.cakes_conv(op, ref_in, 'branches')
+    grad = torch.randn_like(want)
+    want_grads = torch.autograd.grad(want, [ref_in] + params, grad)
+    op.eval()
+    with torch.no_grad():
+        want_eval = plans.cakes_forward(op, x, 'branches')
+    for name in names:
+        x_in = x.clone().requires_grad_()
+        got = plans.cakes_conv(op, x_in, name)
+        assert close(got, want), name
+        assert name == 'branches' or got.is_contiguous(memory_format=fmt), name  # no format conversion
+        for a, b in zip(torch.autograd.grad(got, [x_in] + params, grad), want_grads):
+            assert close(a, b), name
+        with torch.no_grad():  # eval: the BN folded into the plan's cached weights
+            assert close(plans.cakes_forward(op, x, name), want_eval), name
+            assert close(plans.cakes_forward(op, x, name), want_eval), name  # from the cache
+
+
+def logits_and_grads(model, clip, plan, monkeypatch, seed=1):
+    monkeypatch.setenv(plans.ENV, plan)
+    model = copy.deepcopy(model)
+    torch.manual_seed(seed)  # the same supernet channel draws for every plan
+    out = model.train()(clip)
+    out.square().sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        return out.detach(), grads, model.eval()(clip), model
+
+
+NETWORKS = [('conv1_2_3d', False, 'CAKES123D_P', False), ('conv1_2_3d', False, 'CAKES123D_P', True),
+            ('conv1_2d', False, 'CAKES12D_C', True), ('convst', True, None, False),
+            ('conv1_2_3d_dropout', True, None, True), ('convst_dropout', True, None, False)]
+
+
+@pytest.mark.parametrize('op_code, search, key, channels_last', NETWORKS,
+                         ids=[f"{n[0]}{'_search' if n[1] else ''}{'_cl' if n[3] else ''}" for n in NETWORKS])
+def test_networks_give_the_same_logits_gradients_and_statistics_by_any_plan(op_code, search, key, channels_last,
+                                                                            monkeypatch):
+    torch.manual_seed(0)
+    model = TemporalModel(5, 2, op_code=op_code, search=search, conv_config=config.conv_configs.get(key),
+                          dropout=0).double().use_channels_last(channels_last)
+    for op in model.cakes_ops():
+        randomised_bn(op.bn)
+    clip = torch.randn(1, 6, 48, 48, dtype=torch.float64)
+    want, want_grads, want_eval, ref = logits_and_grads(model, clip, 'branches', monkeypatch)
+    for plan in ('stacked', 'merge(0+1+2)', ''):  # '' measures and chooses per op
+        got, grads, got_eval, planned = logits_and_grads(model, clip, plan, monkeypatch)
+        assert close(got, want) and close(got_eval, want_eval), plan
+        assert len(grads) == len(want_grads) > 0
+        for a, b in zip(grads, want_grads):
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-8 * b.abs().max().item()), plan
+        assert planned.state_dict().keys() == ref.state_dict().keys()
+        for a, b in zip(planned.state_dict().values(), ref.state_dict().values()):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-12), plan  # stats moved once
+        assert all(op.plans for op in planned.cakes_ops())
+
+
+def test_measuring_leaves_rng_statistics_and_state_dict_alone(monkeypatch):
+    monkeypatch.delenv(plans.ENV, raising=False)
+    torch.manual_seed(0)
+    model = TemporalModel(5, 2, op_code='conv1_2_3d_dropout', dropout=0)
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    clip = torch.randn(1, 6, 32, 32)
+    op = model.cakes_ops()[0]
+    torch.manual_seed(3)
+    rng = torch.get_rng_state()
+    x = torch.randn(1, 64, 2, 8, 8)
+    torch.set_rng_state(rng)
+    stats = op.norm.running_mean.clone()
+    name = plans.choose(op.train(), x, plans.plan_key(op, x), [lambda n: plans.dropout_conv(
+        op, x, op.split_locals(torch.arange(64)), n)])
+    assert name in plans.candidates(op, x)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(op.norm.running_mean, stats)
+    model(clip)
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+
+
+def test_plans_are_exported_loaded_and_reused_without_measuring(monkeypatch, tmp_path):
+    monkeypatch.delenv(plans.ENV, raising=False)
+    torch.manual_seed(0)
+    model = TemporalModel(5, 2, op_code='conv1_2_3d', dropout=0)
+    clip = torch.randn(1, 6, 32, 32)
+    model(clip)
+    table = plans.plan_table(model)
+    assert set(table) == {name for name, m in model.named_modules() if isinstance(m, CakesOp)}
+    torch.save({'plans': table}, tmp_path / 'c.pth')
+    loaded = torch.load(tmp_path / 'c.pth', weights_only=True)['plans']
+    assert loaded == table
+    other = TemporalModel(5, 2, op_code='conv1_2_3d', dropout=0)
+    plans.load_plans(nn.DataParallel(other), loaded)
+    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('measured again'))
+    other(clip)
+    assert plans.plan_table(other) == table
+
+
+def test_the_plan_cache_survives_deepcopy_and_replication(monkeypatch):
+    monkeypatch.delenv(plans.ENV, raising=False)
+    op = make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1)
+    x = torch.randn(1, 4, 3, 8, 8, dtype=torch.float64)
+    op(x)
+    assert len(op.plans) == 1
+    assert copy.deepcopy(op).plans == op.plans
+    # what nn.parallel.replicate (CUDA only) makes of each module: replicas share the choice
+    replica = op._replicate_for_data_parallel()
+    assert replica.plans is op.plans
+    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('a replica measured'))
+    replica(x)
+    assert op.state_dict().keys() == make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1).state_dict().keys()
+
+
+def test_folded_eval_weights_follow_weight_changes(monkeypatch):
+    monkeypatch.setenv(plans.ENV, 'merge(0+1+2)')
+    op = make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1).eval()
+    x = torch.randn(1, 4, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        op(x)
+        op.convs[0][0].weight.add_(1.0)  # as an optimizer step does
+        op.bn.running_var.mul_(2)
+        assert close(op(x), plans.cakes_forward(op, x, 'branches'))
+
+
+def test_an_unknown_forced_plan_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv(plans.ENV, 'fastest')
+    op = make_op([('kxkxk', 2), ('1xkxk', 3)], 1)
+    with pytest.raises(UsageError, match='CAKES_PLAN'):
+        op(torch.randn(1, 4, 3, 8, 8, dtype=torch.float64))
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv3d(2, 6, 3, padding=1, bias=False), nn.BatchNorm3d(6), nn.ReLU(),
+                         nn.Conv3d(6, 5, 5, stride=2, padding=2), nn.BatchNorm3d(5)).double()
+
+
+@pytest.mark.parametrize('k', [3, 5])
+def test_converted_networks_of_all_seven_kinds_give_the_same_function(k, monkeypatch):
+    net = small_net()
+    if k == 3:
+        net[3] = nn.Conv3d(6, 5, 3, stride=2, padding=1).double()
+    supernet = convert.to_supernet(net, kinds=convert.KINDS)
+    for m in supernet.modules():
+        if isinstance(m, DropoutSupernetOp):
+            randomised_bn(m.norm)
+    config = convert.prune_config(supernet)
+    pruned = convert.to_pruned(net, config, supernet=supernet)
+    x = torch.randn(2, 2, 6, 10, 10, dtype=torch.float64)
+    for model in (supernet, pruned):
+        want, want_grads, want_eval, _ = logits_and_grads(model, x, 'branches', monkeypatch)
+        for plan in ('stacked', 'merge(0+1+2+3+4+5+6)', ''):
+            got, grads, got_eval, _ = logits_and_grads(model, x, plan, monkeypatch)
+            assert close(got, want) and close(got_eval, want_eval), plan
+            for a, b in zip(grads, want_grads):
+                assert torch.allclose(a, b, rtol=1e-6, atol=1e-8 * b.abs().max().item()), plan
