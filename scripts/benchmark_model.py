@@ -1,17 +1,25 @@
 """Time the eval forward and the train step of model settings, per clip, with each implementation.
 
     python scripts/benchmark_model.py --settings conv3d conv1_2_3d:CAKES123D_P --num_segments 8
+    python scripts/benchmark_model.py --table --batch 1 8 --plot speed.png   # every released config vs conv3d
 
 Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per branch, concatenation,
-BN, ReLU); `channels_last` runs the same modules in the channels_last_3d memory format; `folded`
-(eval only) also folds every BN into the convolution before it; `onnxruntime` (eval only, CPU) runs the
+BN, ReLU: CAKES_PLAN=branches); `channels_last` runs the same modules in the channels_last_3d memory format;
+`planned` and `planned_cl` run each CAKES op by the execution plan it chose at its first forward
+(cakes.ops.plans, the default everywhere), NCDHW and channels_last; `folded` (eval only) folds every BN into
+the convolution before it (branch form); `onnxruntime` (eval only, CPU) runs the
 network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads.
+--table times every config of config.py, conv3d and convp3d, and ends with each one's time as a ratio to
+conv3d's fastest form beside the FLOPs ratio and the limit 0.15 + 0.85 x FLOPs ratio (convolutions are about
+85% of conv3d's time). --per_layer prints, per CAKES op, each branch's width, FLOPs, time, GFLOP/s and the
+plan chosen; --plot draws time against FLOPs for every setting measured.
 GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
 (forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
 (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
 import copy
+import itertools
 import json
 import os
 import sys
@@ -36,8 +44,17 @@ from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops  # noqa: E402
 from cakes.conv_config import resolve_conv_config  # noqa: E402
 
-IMPLS = ('plain', 'channels_last', 'folded', 'onnxruntime')
+from cakes.engine.checkpoint import write_atomic  # noqa: E402
+from cakes.ops import plans  # noqa: E402
+from cakes.ops.plan_report import format_table, layer_table  # noqa: E402
+from cakes.conv_config import conv_configs  # noqa: E402
+
+IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl', 'folded', 'onnxruntime')
 EVAL_ONLY = ('folded', 'onnxruntime')
+BRANCH_FORM = ('plain', 'channels_last', 'folded')  # run with CAKES_PLAN=branches
+CHANNELS_LAST = ('channels_last', 'planned_cl', 'folded')
+TABLE_IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl')  # the forms main.py can run
+BASELINES = ('conv3d', 'convp3d')
 
 
 def parse_args(argv):
@@ -47,13 +64,29 @@ def parse_args(argv):
     p.add_argument('--impls', nargs='+', default=list(IMPLS), choices=IMPLS)
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=224)
-    p.add_argument('--batch', type=int, default=1, help='clips per forward')
+    p.add_argument('--batch', type=int, nargs='+', default=[1], help='clips per forward (several: each timed)')
+    p.add_argument('--table', action='store_true',
+                   help='settings: conv3d, convp3d and every config of config.py (op code from its kinds); impls: '
+                        f'{" ".join(TABLE_IMPLS)}; ends with the ratio table against conv3d')
+    p.add_argument('--per_layer', action='store_true',
+                   help="per CAKES op: each branch's width, FLOPs, time, GFLOP/s and the plan chosen")
+    p.add_argument('--plot', metavar='FILE.png', default=None, help='draw time against FLOPs for every setting')
     p.add_argument("--repeats", type=int, default=5, help="timed runs; the fastest is reported (robust to other load)")
     p.add_argument('--no_train', action='store_true', help='time the eval forward only')
     p.add_argument('--json', action='store_true', help='end with one JSON line holding every figure')
     p.add_argument('--untuned', action='store_true',
                    help="a plain Python process: without main.py's process settings (glibc's own heap)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.table:
+        args.settings = list(BASELINES) + [f'{config_op_code(config)}:{key}' for key, config in conv_configs().items()]
+        if '--impls' not in (argv if argv is not None else sys.argv):
+            args.impls = list(TABLE_IMPLS)
+    return args
+
+
+def config_op_code(config):
+    from cakes.plot import config_op_code as op_code
+    return op_code(config)
 
 
 def seconds(fn, device):
@@ -69,7 +102,25 @@ def seconds(fn, device):
 def prepared(base, impl, train):
     """A copy of `base` in the form `impl`, in train or eval mode."""
     model = fold_batchnorm(base) if impl == 'folded' else copy.deepcopy(base)
-    return model.use_channels_last(impl != 'plain').train(train)
+    return model.use_channels_last(impl in CHANNELS_LAST).train(train)
+
+
+def in_form(impl, step):
+    """`step` with CAKES_PLAN=branches around it for the branch-form implementations."""
+    if impl not in BRANCH_FORM:
+        return step
+
+    def branch_form():
+        before = os.environ.get(plans.ENV)
+        os.environ[plans.ENV] = plans.BRANCHES
+        try:
+            step()
+        finally:
+            if before is None:
+                del os.environ[plans.ENV]
+            else:
+                os.environ[plans.ENV] = before
+    return branch_form
 
 
 def onnxruntime_step(base, clip, folder):
@@ -91,50 +142,134 @@ def step_fn(model, clip, train):
     return train_step if train else eval_step
 
 
-def time_setting(setting, args, device):
+def time_setting(setting, args, device, batch):
     """Best time of each implementation, the implementations interleaved repeat by repeat so that a change
-    in the machine's speed during the run affects them all alike."""
+    in the machine's speed during the run affects them all alike. The first (warm-up) step, in which the
+    planned forms choose their plans, is reported as `first_s`."""
     op_code, _, key = setting.partition(':')
     torch.manual_seed(0)
     base = TemporalModel(174, args.num_segments, op_code=op_code, conv_config=resolve_conv_config(key)).to(device)
     flops = count_flops(base, args.num_segments, args.input_size)
-    clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
-    rows = []
+    clip = torch.randn(batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
+    rows, models = [], {}
     for train in ((False,) if args.no_train else (False, True)):
         impls = [impl for impl in args.impls if not (impl in EVAL_ONLY and train)]
         with tempfile.TemporaryDirectory() as folder:
+            models = {impl: prepared(base, impl, train) for impl in impls if impl != 'onnxruntime'}
             steps = {impl: onnxruntime_step(base, clip, folder) if impl == 'onnxruntime' else
-                     step_fn(prepared(base, impl, train), clip, train) for impl in impls}
-        for step in steps.values():
-            step()  # warm-up: first-call allocations and kernel selection
+                     in_form(impl, step_fn(models[impl], clip, train)) for impl in impls}
+        first = {impl: seconds(step, device) for impl, step in steps.items()}  # allocations, kernels, plans
         best = dict.fromkeys(impls, float('inf'))
         for _ in range(args.repeats):
             for impl in impls:
                 best[impl] = min(best[impl], seconds(steps[impl], device))
         for impl in impls:
-            per_clip = best[impl] / args.batch
-            rows.append({'setting': setting, 'impl': impl, 'mode': 'train' if train else 'eval',
-                         'ms_per_clip': per_clip * 1e3, 'gflops_per_s': flops * (3 if train else 1) / per_clip / 1e9})
+            per_clip = best[impl] / batch
+            rows.append({'setting': setting, 'impl': impl, 'mode': 'train' if train else 'eval', 'batch': batch,
+                         'gflops': flops / 1e9, 'ms_per_clip': per_clip * 1e3, 'first_s': first[impl],
+                         'gflops_per_s': flops * (3 if train else 1) / per_clip / 1e9})
+        if args.per_layer and op_code not in BASELINES:
+            print_layers(setting, models, clip, train, batch)
     return rows
+
+
+def print_layers(setting, models, clip, train, batch):
+    """The per-op table of the planned form (channels_last when it was timed)."""
+    impl = next((impl for impl in ('planned_cl', 'planned') if impl in models), None)
+    if impl is None:
+        return
+    print(f"-- {setting}, {impl}, {'train step' if train else 'eval'}, batch {batch}: per CAKES op "
+          '(train: forward and both gradient convolutions)')
+    for line in format_table(layer_table(models[impl], clip, train)):
+        print(line)
+    models[impl].train(train)
+
+
+def ratio_table(rows):
+    """Markdown lines: per setting its FLOPs and time as ratios to conv3d's fastest form (per mode and batch),
+    the limit 0.15 + 0.85 x FLOPs ratio, the fastest form of each cell, and the branch form's ratio."""
+    cells = sorted({(r['mode'], r['batch']) for r in rows}, key=lambda c: (c[0] != 'eval', c[1]))
+    fastest = {}
+    for r in rows:
+        k = (r['setting'], r['mode'], r['batch'], r['impl'] in BRANCH_FORM)
+        if k not in fastest or r['ms_per_clip'] < fastest[k]['ms_per_clip']:
+            fastest[k] = r
+    def best(setting, mode, batch, branch_form=None):
+        found = [fastest[k] for k in fastest if k[:3] == (setting, mode, batch) and branch_form in (None, k[3])]
+        return min(found, key=lambda r: r['ms_per_clip']) if found else None
+    settings = list(dict.fromkeys(r['setting'] for r in rows))
+    if 'conv3d' not in settings:
+        return ['(no ratio table: conv3d was not measured)']
+    base_flops = next(r['gflops'] for r in rows if r['setting'] == 'conv3d')
+    head = ' | '.join(f'{mode} b{batch}' for mode, batch in cells)
+    lines = [f'| setting | FLOPs | limit | {head} |', '| --- ' * (3 + len(cells)) + '|']
+    for setting in settings:
+        flops = next(r['gflops'] for r in rows if r['setting'] == setting) / base_flops
+        values = []
+        for mode, batch in cells:
+            conv3d, own = best('conv3d', mode, batch), best(setting, mode, batch)
+            before = best(setting, mode, batch, True)
+            text = f"{own['ms_per_clip'] / conv3d['ms_per_clip']:.2f} {own['impl']}"
+            if before is not None and before is not own:
+                text += f" (branches {before['ms_per_clip'] / conv3d['ms_per_clip']:.2f})"
+            values.append(text)
+        lines.append(f'| {setting} | {flops:.2f} | {0.15 + 0.85 * flops:.2f} | ' + ' | '.join(values) + ' |')
+    return lines
+
+
+def plot(rows, path):
+    """Time per clip against GFLOPs per clip: one panel per mode and batch, one series per implementation."""
+    from matplotlib.figure import Figure
+    from cakes.plot import png_bytes
+    modes = sorted({r['mode'] for r in rows}, key=lambda m: m != 'eval')
+    batches = sorted({r['batch'] for r in rows})
+    figure = Figure(figsize=(6.5 * len(batches), 4.8 * len(modes)), layout='constrained')
+    axes = figure.subplots(len(modes), len(batches), squeeze=False)
+    for (i, mode), (j, batch) in itertools.product(enumerate(modes), enumerate(batches)):
+        ax = axes[i][j]
+        cell = [r for r in rows if (r['mode'], r['batch']) == (mode, batch)]
+        for impl in dict.fromkeys(r['impl'] for r in cell):
+            points = [r for r in cell if r['impl'] == impl]
+            ax.plot([r['gflops'] for r in points], [r['ms_per_clip'] for r in points], 'o', label=impl, alpha=0.8)
+        for n, setting in enumerate(dict.fromkeys(r['setting'] for r in cell)):
+            fastest = min((r for r in cell if r['setting'] == setting), key=lambda r: r['ms_per_clip'])
+            ax.annotate(setting.partition(':')[2] or setting, (fastest['gflops'], fastest['ms_per_clip']),
+                        textcoords='offset points', xytext=(4, -11 if n % 2 else 4), fontsize=8)
+        ax.set_xlabel('GFLOPs per clip (forward)')
+        ax.set_ylabel('ms per clip')
+        ax.set_title(f"{'eval forward' if mode == 'eval' else 'train step'}, batch {batch}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    data = png_bytes(figure)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     print(f'device {device}, {torch.get_num_threads()} threads, {args.num_segments}x{args.input_size}x'
-          f'{args.input_size} clips, batch {args.batch}, best of {args.repeats}, '
+          f'{args.input_size} clips, batch {" and ".join(map(str, args.batch))}, best of {args.repeats}, '
           f'{"plain Python process" if UNTUNED else "process set up as main.py"}')
-    print(f'{"setting":<28} {"impl":<14} {"mode":<6} {"ms/clip":>9} {"GFLOP/s":>8} {"vs plain":>9}')
+    print(f'{"setting":<28} {"impl":<14} {"mode":<6} {"batch":>5} {"ms/clip":>9} {"GFLOP/s":>8} {"vs plain":>9} '
+          f'{"first s":>8}')
     rows = []
-    for setting in args.settings:
-        for row in time_setting(setting, args, device):
-            plain = next((r for r in rows + [row] if r['setting'] == setting and r['impl'] == 'plain'
-                          and r['mode'] == row['mode']), None)
-            ratio = row['ms_per_clip'] / plain['ms_per_clip'] if plain else float('nan')
-            row['vs_plain'] = ratio
-            rows.append(row)
-            print(f"{setting:<28} {row['impl']:<14} {row['mode']:<6} {row['ms_per_clip']:>9.1f} "
-                  f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f}", flush=True)
+    for batch in args.batch:
+        for setting in args.settings:
+            for row in time_setting(setting, args, device, batch):
+                plain = next((r for r in rows + [row] if r['setting'] == setting and r['impl'] == 'plain'
+                              and r['mode'] == row['mode'] and r['batch'] == batch), None)
+                ratio = row['ms_per_clip'] / plain['ms_per_clip'] if plain else float('nan')
+                row['vs_plain'] = ratio
+                rows.append(row)
+                print(f"{setting:<28} {row['impl']:<14} {row['mode']:<6} {batch:>5} {row['ms_per_clip']:>9.1f} "
+                      f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f} {row['first_s']:>8.2f}", flush=True)
+    if args.table:
+        print('time per clip as a ratio to conv3d in its fastest form; limit = 0.15 + 0.85 x FLOPs ratio')
+        for line in ratio_table(rows):
+            print(line)
+    if args.plot:
+        plot(rows, args.plot)
+        print(f'wrote {args.plot}')
     if args.json:
         print(json.dumps(rows))
 

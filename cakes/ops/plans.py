@@ -26,6 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cakes.errors import UsageError
 
@@ -388,9 +389,16 @@ def choose(op, x, key, convs):
         return name
 
 
+def planning_off(x):
+    """The branch form, nothing timed: CAKES_PLAN=branches; a graph being traced or exported (ONNX); a
+    dispatch mode active (FlopCounterMode counts FLOPs per branch module); shapes only (meta tensors)."""
+    return (os.environ.get(ENV) == BRANCHES or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or x.device.type == 'meta' or _get_current_dispatch_mode() is not None)
+
+
 def forward_cakes(op, x):
     """CakesOp.forward: the plan of this key, chosen at its first forward."""
-    if os.environ.get(ENV) == BRANCHES:
+    if planning_off(x):
         return cakes_forward(op, x, BRANCHES)
     key = plan_key(op, x)
     name = op.plans.get(key) or choose(op, x, key, [None])
@@ -400,7 +408,7 @@ def forward_cakes(op, x):
 def forward_dropout_conv(op, x, locals_):
     """A dropout supernet's convolutions: one plan per key (widths change every step, so the plan is the
     one fastest over DROPOUT_SPLITS splits sampled at the first forward, from a generator of its own)."""
-    if os.environ.get(ENV) == BRANCHES:
+    if planning_off(x):
         return dropout_conv(op, x, locals_, BRANCHES)
     key = plan_key(op, x)
     name = op.plans.get(key)

@@ -1,0 +1,103 @@
+"""Where a network's CAKES ops spend their time: per op, each branch's width, FLOPs, time and GFLOP/s, and the
+plan the op chose (cakes.ops.plans) with its time against the branch form's. For scripts/benchmark_model.py
+--per_layer."""
+import math
+
+import torch
+
+from . import plans
+from .search import kept_channels
+
+
+def planned_inputs(model, clip):
+    """{op: its input} from one forward of `model` on `clip` (plans chosen as the forward goes)."""
+    inputs, handles = {}, []
+    for _, op in plans.planned_ops(model):
+        handles.append(op.register_forward_pre_hook(lambda m, args: inputs.setdefault(m, args[0].detach())))
+    try:
+        model(clip)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
+
+
+def conv_flops(conv, x, width):
+    """FLOPs (2 per multiply-add) of `width` filters of `conv` on `x`."""
+    out = [math.floor((size + 2 * p - k) / s) + 1
+           for size, k, s, p in zip(x.shape[2:], conv.kernel_size, conv.stride, conv.padding)]
+    return 2 * x.shape[0] * width * math.prod(out) * conv.in_channels * math.prod(conv.kernel_size)
+
+
+def timed_min(fn, device, repeats=3):
+    return min(plans.timed(fn, device) for _ in range(repeats))
+
+
+def grad_step(fn, inputs):
+    def step():
+        y = fn()
+        torch.autograd.grad(y, inputs, torch.ones_like(y), allow_unused=True)
+    return step
+
+
+def op_locals(op, x):
+    """A dropout supernet's filters per branch as a step would use them (a seeded draw in training, the kept
+    channels in eval); None for a CAKES op (all of them)."""
+    if not hasattr(op, 'split_locals'):
+        return None
+    index = op.sample_channels(torch.Generator().manual_seed(0)) if op.training else kept_channels(op)
+    return [i.to(x.device) for i in op.split_locals(index)]
+
+
+def op_conv(op, x, locals_, plan):
+    if locals_ is None:
+        return plans.cakes_conv(op, x, plan)
+    return plans.dropout_conv(op, x, locals_, plan)
+
+
+def op_rows(name, op, x, train):
+    """One row per op: branches (kind, width, GFLOPs, ms, GFLOP/s), plan chosen, plan ms, branches ms."""
+    with torch.set_grad_enabled(train):
+        plan = op.plans.get(plans.plan_key(op, x), plans.BRANCHES)
+    x = x.detach().requires_grad_(train)
+    locals_ = op_locals(op, x)
+    branches = []
+    with torch.set_grad_enabled(train):
+        for i, (kind, branch) in enumerate(zip(op.kinds, op.convs)):
+            conv = branch[0]
+            width = conv.out_channels if locals_ is None else len(locals_[i])
+            if not width:
+                continue
+            weight = conv.weight if locals_ is None else conv.weight[locals_[i]]
+            fn = (lambda c=conv, w=weight: plans.run_conv(x, w, c.bias, c.stride, c.padding))
+            seconds = timed_min(grad_step(fn, [x, conv.weight]) if train else fn, x.device)
+            flops = conv_flops(conv, x, width) * (3 if train else 1)
+            branches.append({'kind': kind, 'width': width, 'gflops': flops / 1e9, 'ms': seconds * 1e3,
+                             'gflops_per_s': flops / seconds / 1e9})
+        whole = {}
+        inputs = [x] + [branch[0].weight for branch in op.convs]
+        for form in dict.fromkeys([plan, plans.BRANCHES]):
+            fn = (lambda f=form: op_conv(op, x, locals_, f))
+            whole[form] = timed_min(grad_step(fn, inputs) if train else fn, x.device) * 1e3
+    return {'op': name, 'branches': branches, 'plan': plan, 'plan_ms': whole[plan],
+            'branches_ms': whole[plans.BRANCHES], 'gflops': sum(b['gflops'] for b in branches)}
+
+
+def layer_table(model, clip, train):
+    """Per CAKES op of `model` (in the mode `train`), the figures of `op_rows`, the op's actual input shape."""
+    model.train(train)
+    with torch.set_grad_enabled(train):
+        inputs = planned_inputs(model, clip)
+    names = {op: name for name, op in plans.planned_ops(model)}
+    return [op_rows(names[op], op, x, train) for op, x in inputs.items()]
+
+
+def format_table(rows):
+    """Text lines of `layer_table` rows."""
+    lines = [f"{'op':<28} {'branch':<7} {'width':>5} {'GFLOPs':>7} {'ms':>7} {'GFLOP/s':>8}  plan (ms, branches ms)"]
+    for row in rows:
+        for i, b in enumerate(row['branches']):
+            tail = f"  {row['plan']} ({row['plan_ms']:.1f}, {row['branches_ms']:.1f})" if i == 0 else ''
+            lines.append(f"{row['op'] if i == 0 else '':<28} {b['kind']:<7} {b['width']:>5} {b['gflops']:>7.3f} "
+                         f"{b['ms']:>7.2f} {b['gflops_per_s']:>8.1f}{tail}")
+    return lines
