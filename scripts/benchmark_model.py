@@ -66,8 +66,8 @@ def parse_args(argv):
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--batch', type=int, nargs='+', default=[1], help='clips per forward (several: each timed)')
     p.add_argument('--table', action='store_true',
-                   help='settings: conv3d, convp3d and every config of config.py (op code from its kinds); impls: '
-                        f'{" ".join(TABLE_IMPLS)}; ends with the ratio table against conv3d')
+                   help='settings (unless given): conv3d, convp3d and every config of config.py (op code from its '
+                        f'kinds); impls (unless given): {" ".join(TABLE_IMPLS)}; ends with the ratio table')
     p.add_argument('--per_layer', action='store_true',
                    help="per CAKES op: each branch's width, FLOPs, time, GFLOP/s and the plan chosen")
     p.add_argument('--plot', metavar='FILE.png', default=None, help='draw time against FLOPs for every setting')
@@ -77,9 +77,11 @@ def parse_args(argv):
     p.add_argument('--untuned', action='store_true',
                    help="a plain Python process: without main.py's process settings (glibc's own heap)")
     args = p.parse_args(argv)
-    if args.table:
-        args.settings = list(BASELINES) + [f'{config_op_code(config)}:{key}' for key, config in conv_configs().items()]
-        if '--impls' not in (argv if argv is not None else sys.argv):
+    given = argv if argv is not None else sys.argv
+    if args.table:  # given --settings or --impls take precedence
+        if '--settings' not in given:
+            args.settings = list(BASELINES) + [f'{config_op_code(c)}:{key}' for key, c in conv_configs().items()]
+        if '--impls' not in given:
             args.impls = list(TABLE_IMPLS)
     return args
 

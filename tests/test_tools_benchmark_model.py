@@ -1,0 +1,28 @@
+"""scripts/benchmark_model.py: the ratio table against conv3d, the per-op table and the picture, on tiny sizes."""
+import json
+import os
+
+from conftest_data import run_script
+
+
+def test_table_per_layer_and_plot(tmp_path):
+    picture = tmp_path / 'speed.png'
+    result = run_script('benchmark_model', '--table', '--settings', 'conv3d', 'conv1_2_3d:CAKES123D_P',
+                        '--impls', 'plain', 'planned_cl', '--batch', '1', '2', '--num_segments', '2',
+                        '--input_size', '32', '--repeats', '1', '--per_layer', '--plot', picture, '--json',
+                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = json.loads(lines[-1])
+    assert {(r['setting'], r['impl'], r['mode'], r['batch']) for r in rows} == {
+        (s, i, m, b) for s in ('conv3d', 'conv1_2_3d:CAKES123D_P') for i in ('plain', 'planned_cl')
+        for m in ('eval', 'train') for b in (1, 2)}
+    head = lines.index('| setting | FLOPs | limit | eval b1 | eval b2 | train b1 | train b2 |')
+    conv3d, cakes = lines[head + 2].split(' | '), lines[head + 3].split(' | ')
+    assert conv3d[1:3] == ['1.00', '1.00'] and all(cell.startswith('1.00 ') for cell in conv3d[3:])
+    assert cakes[0] == '| conv1_2_3d:CAKES123D_P' and cakes[1:3] == ['0.70', '0.75']  # FLOPs ratio, limit
+    ops = [line for line in lines if line.startswith('base_model.layer')]
+    assert len(ops) == 16 * 4  # every CAKES op, per mode and batch
+    plans = [line.split()[-3] for line in ops]
+    assert all(plan in ('branches', 'stacked') or plan.startswith('merge(') for plan in plans), plans
+    assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
