@@ -327,24 +327,26 @@ def step_fn(op, x, name, conv, grad):
     if conv is None:
         if not grad and stateless(op):
             return lambda: cakes_forward(op, x, name)
-        conv = lambda n: cakes_conv(op, x, n)  # noqa: E731
+        conv = lambda x, n: cakes_conv(op, x, n)  # noqa: E731
     inputs = ([x] if x.requires_grad else []) + [p for p in op.parameters() if p.requires_grad]
     if not grad or not inputs:
-        return lambda: conv(name)
+        return lambda: conv(x, name)
 
     def step():
-        y = conv(name)
+        y = conv(x, name)
         torch.autograd.grad(y, inputs, torch.ones_like(y), allow_unused=True)
     return step
 
 
 def measure(op, x, names, convs):
-    """{plan: seconds}, each the sum over `convs` (functions of the plan name; None: the CakesOp itself).
+    """{plan: seconds}, each the sum over `convs` (functions of (input, plan name); None: the CakesOp itself).
 
-    Cheap: one run of every plan (its first, so it includes the library's set-up of the shapes), then one
-    more run of those within FINALIST of the best, which keep their faster run.
+    Cheap: on the first clip of the batch only, one run of every plan (its first, so it includes the
+    library's set-up of the shapes), then one more run of those within FINALIST of the best, which keep
+    their faster run.
     """
     grad = torch.is_grad_enabled()
+    x = x[:1]  # one clip: time per clip hardly depends on the batch; choosing costs the same at any batch
     x = x.detach().requires_grad_(x.requires_grad) if grad else x
     steps = {name: [step_fn(op, x, name, conv, grad) for conv in convs] for name in names}
 
@@ -418,8 +420,8 @@ def forward_dropout_conv(op, x, locals_):
             splits = [op.split_locals(op.sample_channels(generator)) for _ in range(DROPOUT_SPLITS)]
         else:
             splits = [locals_]
-        name = choose(op, x, key, [lambda n, s=s: dropout_conv(op, x, [i.to(x.device) for i in s], n)
-                                   for s in splits])
+        splits = [[i.to(x.device) for i in s] for s in splits]
+        name = choose(op, x, key, [lambda x, n, s=s: dropout_conv(op, x, s, n) for s in splits])
     return dropout_conv(op, x, locals_, name)
 
 
