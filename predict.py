@@ -66,7 +66,8 @@ def main(argv=None):
     if args.batch_size < 1 or args.input_size < 1:
         raise UsageError('-b and --input_size must be at least 1')
     model, description = load_network(args)
-    model = fold_batchnorm(model)
+    # the fastest CPU form: BN folded, channels_last_3d, each CAKES op by its plan (cakes.ops.plans)
+    model = fold_batchnorm(model).use_channels_last()
     failed = 0
     for path in args.paths:
         try:

@@ -60,7 +60,7 @@ BASELINES = ('conv3d', 'convp3d')
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--settings', nargs='+', default=['conv3d', 'conv1_2_3d:CAKES123D_P'],
-                   help='OP_CODE or OP_CODE:CONV_CONFIG')
+                   help='OP_CODE, OP_CODE:CONV_CONFIG or OP_CODE:search (a sparsity supernet)')
     p.add_argument('--impls', nargs='+', default=list(IMPLS), choices=IMPLS)
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=224)
@@ -150,7 +150,9 @@ def time_setting(setting, args, device, batch):
     planned forms choose their plans, is reported as `first_s`."""
     op_code, _, key = setting.partition(':')
     torch.manual_seed(0)
-    base = TemporalModel(174, args.num_segments, op_code=op_code, conv_config=resolve_conv_config(key)).to(device)
+    search = key == 'search'  # a sparsity supernet (dropout op codes are supernets anyway)
+    base = TemporalModel(174, args.num_segments, op_code=op_code, search=search,
+                         conv_config=None if search else resolve_conv_config(key)).to(device)
     flops = count_flops(base, args.num_segments, args.input_size)
     clip = torch.randn(batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
     rows, models = [], {}

@@ -209,3 +209,30 @@ def test_converted_networks_of_all_seven_kinds_give_the_same_function(k, monkeyp
             assert close(got, want) and close(got_eval, want_eval), plan
             for a, b in zip(grads, want_grads):
                 assert torch.allclose(a, b, rtol=1e-6, atol=1e-8 * b.abs().max().item()), plan
+
+
+def test_released_form_evaluation_keeps_predictions_and_loss(monkeypatch, capsys):
+    """float32 as --evaluate runs a released checkpoint: the same top-1/top-5 and the loss within 1e-5 relative
+    by every plan (folded BN, merged or stacked kernels), the branch form as reference."""
+    torch.manual_seed(0)
+    model = TemporalModel(7, 2, op_code='conv1_2_3d', conv_config=config.conv_configs['CAKES123D_P']).eval()
+    for op in model.cakes_ops():
+        randomised_bn(op.bn)
+    clips, labels = torch.randn(4, 6, 64, 64), torch.tensor([0, 3, 5, 6])
+    results = {}
+    for plan in ('branches', 'stacked', 'merge(0+1+2)', 'merge(0+2)', ''):
+        monkeypatch.setenv(plans.ENV, plan)
+        for channels_last in (False, True):
+            with torch.no_grad():
+                logits = copy.deepcopy(model).use_channels_last(channels_last)(clips)
+            results[plan, channels_last] = logits
+    want = results['branches', False]
+    loss = nn.functional.cross_entropy(want, labels)
+    largest = 0.0
+    for logits in results.values():
+        assert torch.equal(logits.topk(5).indices, want.topk(5).indices)
+        assert abs(nn.functional.cross_entropy(logits, labels) - loss) <= 1e-5 * loss
+        largest = max(largest, (logits - want).abs().max().item())
+    with capsys.disabled():
+        print(f'\nlargest logit difference to the branch form: {largest:.2e} (logits up to '
+              f'{want.abs().max().item():.2e})')
