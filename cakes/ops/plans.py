@@ -19,6 +19,7 @@ forces a plan where it applies. Under torch.distributed, rank 0 measures and bro
 rank runs the same plan; `plan_table`/`load_plans` carry the choices through checkpoints.
 """
 import itertools
+import math
 import os
 import threading
 import time
@@ -34,6 +35,7 @@ ENV = 'CAKES_PLAN'
 BRANCHES = 'branches'
 STACKED = 'stacked'
 _LOCK = threading.RLock()  # one measurement at a time: DataParallel replica threads wait for the first
+COST_LIMIT = 1.75  # plans doing more multiply-adds than this times the branches' are not timed
 FINALIST = 1.5  # plans timed a second time: within this factor of the best first run
 DROPOUT_SPLITS = 3  # sampled channel splits a dropout supernet's rule is measured on
 
@@ -67,8 +69,36 @@ def set_partitions(items):
             yield partition[:i] + [[first] + partition[i]] + partition[i + 1:]
 
 
-def candidates(op, x=None):
-    """Plan names that apply to `op` (on input `x`), 'branches' first."""
+def plan_cost(op, name):
+    """Multiply-adds per output position of plan `name` over the branch form's (zero taps count: they run)."""
+    sizes = [branch[0].weight.shape[2:] for branch in op.convs]
+    widths = [branch[0].weight.shape[0] for branch in op.convs]
+    branches = sum(w * math.prod(k) for w, k in zip(widths, sizes))
+    if name == STACKED:
+        kh, kw = (max(k[a] for k in sizes) for a in (1, 2))
+        cost = sum(w * k[0] * kh * kw for w, k in zip(widths, sizes))
+    elif name.startswith('merge('):
+        cost = sum(sum(widths[i] for i in g) * math.prod(max(sizes[i][a] for i in g) for a in range(3))
+                   for g in parse_groups(name, len(sizes)))
+    else:
+        cost = branches
+    return cost / max(branches, 1)
+
+
+def candidates(op, x=None, limit=None):
+    """Plan names that apply to `op` (on input `x`), 'branches' first; with `limit`, only those worth timing:
+    at most `limit` times the branch form's multiply-adds, and not a partial merge costing as much as merging
+    everything (which runs fewer, larger convolutions)."""
+    names = all_plans(op, x)
+    if limit is None:
+        return names
+    everything = merge_name([list(range(len(op.convs)))])
+    full = plan_cost(op, everything) if everything in names else float('inf')
+    return [n for n in names if plan_cost(op, n) <= limit
+            and not (n.startswith('merge(') and n != everything and plan_cost(op, n) >= 0.95 * full)]
+
+
+def all_plans(op, x=None):
     n = len(op.convs)
     names = [BRANCHES]
     if n > 1:
@@ -380,7 +410,7 @@ def choose(op, x, key, convs):
             name = next((v for k, v in op.plans.items() if k.rsplit('|', 2)[1:] == mode), None)
         if name is None:
             if not distributed() or torch.distributed.get_rank() == 0:
-                times = measure(op, x, candidates(op, x), convs)
+                times = measure(op, x, candidates(op, x, COST_LIMIT), convs)
                 name = min(times, key=times.get)
                 op.__dict__.setdefault('plan_times', {})[key] = times
             if distributed():
