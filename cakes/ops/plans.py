@@ -16,7 +16,7 @@ The choice is made at an op's first forward for a key (shape, dtype, device type
 eval, gradients or not) and kept in `op.plans`, a plain dict: not in the state_dict, copied by deepcopy and
 shared with nn.DataParallel replicas (shallow copies). CAKES_PLAN=branches turns planning off; CAKES_PLAN=NAME
 forces a plan where it applies. Under torch.distributed, rank 0 measures and broadcasts its choice, so every
-rank runs the same plan; `plan_table`/`load_plans` carry the choices through checkpoints.
+rank runs the same plan (see `choose`); `plan_table`/`load_plans` carry the choices through checkpoints.
 """
 import itertools
 import math
@@ -399,15 +399,19 @@ def distributed():
 def choose(op, x, key, convs):
     """The plan for `key`: forced; or measured, under torch.distributed by rank 0 only and broadcast.
 
-    Under torch.distributed only an op's first key of each mode (train/eval, gradients or not) is agreed on
-    (every rank reaches it at the same step with the same shape); a later new key (a smaller last batch,
-    which ranks may not share) takes that plan without any collective, so no rank waits for another.
+    Under torch.distributed only an op's first training key is measured and agreed on: every rank reaches it
+    at the same step with the same shape (DDP steps in lock-step). A later new training key (a smaller last
+    batch) takes that plan, and so does evaluation (each rank evaluates its own shard, possibly none, so
+    no collective may wait there), or the branch form before any training step: no rank waits for another,
+    and all ranks run the same plans. Plans loaded from a checkpoint (load_plans) are the same everywhere.
     """
     with _LOCK:
         name = op.plans.get(key) or forced_plan(op, x)
         if name is None and distributed():
             mode = key.rsplit('|', 2)[1:]
             name = next((v for k, v in op.plans.items() if k.rsplit('|', 2)[1:] == mode), None)
+            if name is None and mode != ['train', 'grad']:
+                name = next((v for k, v in op.plans.items() if k.endswith('|train|grad')), BRANCHES)
         if name is None:
             if not distributed() or torch.distributed.get_rank() == 0:
                 times = measure(op, x, candidates(op, x, COST_LIMIT), convs)
