@@ -236,3 +236,25 @@ def test_released_form_evaluation_keeps_predictions_and_loss(monkeypatch, capsys
     with capsys.disabled():
         print(f'\nlargest logit difference to the branch form: {largest:.2e} (logits up to '
               f'{want.abs().max().item():.2e})')
+
+
+def test_under_torch_distributed_rank_0_chooses_and_evaluation_waits_for_no_one(monkeypatch):
+    monkeypatch.delenv(plans.ENV, raising=False)
+    monkeypatch.setattr(plans, 'distributed', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 1)
+    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('only rank 0 measures'))
+    sent = []
+
+    def broadcast(box, src):
+        assert src == 0
+        sent.append(box[0])
+        box[0] = 'stacked'  # rank 0's choice
+    monkeypatch.setattr(torch.distributed, 'broadcast_object_list', broadcast)
+    op = make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1)
+    x = torch.randn(2, 4, 3, 8, 8, dtype=torch.float64)
+    op(x)
+    assert sent == [None] and list(op.plans.values()) == ['stacked']
+    op(x[:1])  # a smaller last batch: the same plan, no collective
+    with torch.no_grad():
+        op.eval()(x)  # evaluation: the training plan, no collective
+    assert sent == [None] and set(op.plans.values()) == {'stacked'} and len(op.plans) == 3

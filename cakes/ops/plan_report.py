@@ -45,7 +45,7 @@ def op_locals(op, x):
     channels in eval); None for a CAKES op (all of them)."""
     if not hasattr(op, 'split_locals'):
         return None
-    index = op.sample_channels(torch.Generator().manual_seed(0)) if op.training else kept_channels(op)
+    index = type(op).sample_channels(op, torch.Generator().manual_seed(0)) if op.training else kept_channels(op)
     return [i.to(x.device) for i in op.split_locals(index)]
 
 
