@@ -93,9 +93,9 @@ def build_parser():
     p.add_argument('--channels_last', action='store_true',
                    help='run the model in the channels_last_3d memory format: same results, faster (2 CPU cores, '
                         'CAKES123D_P: ~0.83 of the model train step time, ~0.80 of eval; ~0.73 of a whole step). '
-                        'Default: on when training on a CPU; off on GPUs and for --evaluate')
+                        'Default: on on a CPU (training and --evaluate); off on GPUs')
     p.add_argument('--no_channels_last', action='store_true',
-                   help='train on a CPU in the plain (NCDHW) memory format')
+                   help='run on a CPU in the plain (NCDHW) memory format')
     p.add_argument('--sync_bn', action='store_true',
                    help='under torchrun on GPUs, BN statistics over the global batch (SyncBatchNorm) instead of '
                         "each process's share; dropout supernets' searched BN stays per process")

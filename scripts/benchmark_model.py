@@ -44,7 +44,7 @@ from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops  # noqa: E402
 from cakes.conv_config import resolve_conv_config  # noqa: E402
 
-from cakes.engine.checkpoint import write_atomic  # noqa: E402
+from cakes.files import write_atomic  # noqa: E402
 from cakes.ops import plans  # noqa: E402
 from cakes.ops.plan_report import format_table, layer_table  # noqa: E402
 from cakes.conv_config import conv_configs  # noqa: E402

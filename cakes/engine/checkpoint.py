@@ -9,6 +9,7 @@ from cakes.files import link_atomic, save_atomic
 from cakes.models import read_description
 from cakes.models.checkpoint import (layout_hint, load_checkpoint, load_weights, model_state, prune_output_prefix,
                                      released_state)
+from cakes.ops import plans
 
 from . import distributed
 from .loop import unwrap
@@ -123,6 +124,8 @@ def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=())
         log_changed_settings(checkpoint.get('args'), args, log, filled)
     if scaler is not None and scaler.is_enabled() and 'scaler' in checkpoint:
         scaler.load_state_dict(checkpoint['scaler'])
+    if isinstance(checkpoint.get('plans'), dict):  # before the first forward: the run's own plans, bit-exact
+        plans.load_plans(unwrap(model), checkpoint['plans'])
     at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
     log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
     rngs = checkpoint.get('rank_rng') or ([checkpoint['rng']] if 'rng' in checkpoint else None)
@@ -142,13 +145,14 @@ def log_changed_settings(saved, args, log, filled=()):
 
 def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None):
     """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
-    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only), with
+    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng', 'args' and 'plans' (the execution
+    plans the CAKES ops chose, cakes.ops.plans; plain data only), with
     --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every
     process calls it (rank 0 writes) and 'rank_rng' holds every process's RNG states ('rng' is rank 0's)."""
     rngs = distributed.gather(rng_state(sampler))
     state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
              'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
-             'rng': rngs[0], 'args': dict(vars(args))}
+             'rng': rngs[0], 'args': dict(vars(args)), 'plans': plans.plan_table(unwrap(model))}
     if len(rngs) > 1:
         state['rank_rng'] = rngs
     if scaler is not None and scaler.is_enabled():

@@ -45,10 +45,13 @@ def channels_last(x):
 
 
 def plan_key(op, x):
+    """The key of a plan: the input's shape but its batch size (plans are timed on one clip, so a smaller last
+    batch takes the plan of the others), dtype, device type, memory format, train or eval, gradients or not."""
     fmt = 'cl' if channels_last(x) else 'contiguous' if x.is_contiguous() else 'strided'
     mode = 'train' if op.training else 'eval'
     grad = 'grad' if torch.is_grad_enabled() else 'nograd'
-    return f"{'x'.join(map(str, x.shape))}|{str(x.dtype).replace('torch.', '')}|{x.device.type}|{fmt}|{mode}|{grad}"
+    shape = 'x'.join(['N', *map(str, x.shape[1:])])
+    return f"{shape}|{str(x.dtype).replace('torch.', '')}|{x.device.type}|{fmt}|{mode}|{grad}"
 
 
 # ---------------------------------------------------------------- the plans
@@ -400,10 +403,10 @@ def choose(op, x, key, convs):
     """The plan for `key`: forced; or measured, under torch.distributed by rank 0 only and broadcast.
 
     Under torch.distributed only an op's first training key is measured and agreed on: every rank reaches it
-    at the same step with the same shape (DDP steps in lock-step). A later new training key (a smaller last
-    batch) takes that plan, and so does evaluation (each rank evaluates its own shard, possibly none, so
-    no collective may wait there), or the branch form before any training step: no rank waits for another,
-    and all ranks run the same plans. Plans loaded from a checkpoint (load_plans) are the same everywhere.
+    at the same step (DDP steps in lock-step). A later new training key takes that plan, and so does
+    evaluation (each rank evaluates its own shard, possibly none, so no collective may wait there), or the
+    branch form before any training step: no rank waits for another, and all ranks run the same plans.
+    Plans loaded from a checkpoint (load_plans) are the same everywhere.
     """
     with _LOCK:
         name = op.plans.get(key) or forced_plan(op, x)
