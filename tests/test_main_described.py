@@ -221,8 +221,8 @@ def test_copies_where_links_cannot_be_made(tmp_path, monkeypatch, code):
 @pytest.mark.parametrize('flags, cuda, expected', [
     ([], False, True),  # training on a CPU: channels_last by default
     (['--no_channels_last'], False, False),
-    (['--evaluate'], False, False),  # the released numbers to the last digit
-    (['--evaluate', '--channels_last'], False, True),
+    (['--evaluate'], False, True),  # evaluating on a CPU too: faster, the same Prec@1/Prec@5
+    (['--evaluate', '--no_channels_last'], False, False),
     ([], True, False),  # GPUs: not measured there, opt-in
     (['--channels_last'], True, True),
 ])
