@@ -1,11 +1,21 @@
 """Paths that only GPUs take, run on the CPU: the autocast dtype in DataParallel's replica threads, host
 synchronisations per training step, worker random streams per rank (issue 20)."""
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import config
+import main
+from cakes.engine import loop
+from cakes.engine.log import RunLog
+from cakes.engine.meters import read_once
+from cakes.engine.loop import Run
+from cakes.engine.precision import grad_scaler
+from cakes.engine.resume import EpochSampler
+from cakes.engine.schedule import make_optimizer
 from cakes.models import TemporalModel
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -42,3 +52,94 @@ def test_the_run_s_amp_dtype_holds_in_a_dataparallel_replica_thread():
     thread.join()
     assert outputs[0].dtype == torch.bfloat16
     assert seen and set(seen) == {torch.bfloat16}
+
+
+class Batches(list):
+    """A training loader's face, for train_epoch: batches, a sampler to set the epoch of, a dataset to ask."""
+    batch_size = 2
+
+    def __init__(self, batches):
+        super().__init__(batches)
+        self.sampler = EpochSampler(4)
+        self.dataset = self
+
+    def problem_counts(self):
+        return {'corrupt': 0, 'missing': 0}
+
+    def reset_problem_counts(self):
+        pass
+
+
+class BlockingCopies(TorchDispatchMode):
+    """Counts copies from the host to another device that wait for it (a copy without non_blocking)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and args[0].device.type == 'cpu':
+            device = kwargs.get('device')
+            self.count += device is not None and device.type != 'cpu' and not kwargs.get('non_blocking')
+        return func(*args, **kwargs)
+
+
+def meta_run(tmp_path, *flags):
+    """A Run on the meta device: tensors without data, so any read of one on the host fails, as a GPU tensor's
+    would wait for the GPU."""
+    args = main.build_parser().parse_args(['--checkpoint_dir', str(tmp_path), '--num_segments', '2', '-p', '1',
+                                           '--warm', '0', *flags])
+    device = torch.device('meta')
+    with device:
+        model = TemporalModel(174, 2, op_code=args.op_code, search=args.search, dropout=0.3)
+    return Run(args, model, torch.nn.CrossEntropyLoss(reduction='none').to(device),
+               make_optimizer(model, 0.01, 0.9, 1e-4), grad_scaler(device, None), device, RunLog(None, console=False))
+
+
+@pytest.mark.parametrize('flags', [('--op_code', 'conv1_2_3d_dropout', '--search', '-sr'),
+                                   ('--op_code', 'conv1_2_3d', '--search', '-sr', '--reweight')])
+def test_a_training_step_waits_for_the_device_once(tmp_path, monkeypatch, flags):
+    run = meta_run(tmp_path, *flags)
+    reads = []
+
+    def read_once(*values):  # the one read: plausible numbers for the device's
+        reads.append(len(values))
+        return [1.0 if isinstance(value, torch.Tensor) else value for value in values]
+
+    monkeypatch.setattr(loop, 'read_once', read_once)
+    batch = (torch.zeros(2, 6, 32, 32, dtype=torch.uint8), torch.tensor([1, 2]))
+    with BlockingCopies() as copies:
+        assert loop.train_epoch(run, Batches([batch] * 3), 0) == 3
+    assert reads == [5, 5, 5] and copies.count == 0
+
+
+class ScalarReads(TorchDispatchMode):
+    """Counts reads of one tensor element on the host (item, float, int, bool), a wait for a GPU tensor's."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('clip_gradient', [20.0, 0.0])
+def test_fp16_skips_the_step_of_overflowed_gradients_without_a_second_wait(clip_gradient):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    args = SimpleNamespace(clip_gradient=clip_gradient, s=0.0, reweight=False)
+    run = SimpleNamespace(args=args, model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
+                          scaler=torch.amp.GradScaler('cpu', init_scale=1e38), log=print)
+    before = model.weight.detach().clone()
+    with ScalarReads() as reads:
+        grad_norm = loop.backward(run, 100 * model(torch.ones(4, 3)).sum(), [])
+        (norm,) = read_once(grad_norm)  # what train_epoch reads with the loss
+        loop.step(run, norm)
+    assert reads.count == 0 and norm == float('inf')
+    assert torch.equal(model.weight, before) and run.scaler.get_scale() == pytest.approx(0.5e38)  # skipped, scale backed off
+    run.scaler.update(1.0)
+    loop.update(run, model(torch.ones(4, 3)).sum(), [])
+    assert not torch.equal(model.weight, before)  # a finite step is taken

@@ -1,4 +1,6 @@
 """--amp: autocast in bf16 (CPU and recent GPUs) or fp16 with a gradient scaler (GPUs without bf16)."""
+import contextlib
+
 import torch
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -10,8 +12,9 @@ def amp_dtype(amp):
 
 
 def autocast(device, amp):
-    """The forward passes' context: lower precision for convolutions and matmuls, float32 for the rest."""
-    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
+    """The forward passes' context: lower precision for convolutions and matmuls, float32 for the rest
+    (nothing without --amp)."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
 
 
 def grad_scaler(device, amp):

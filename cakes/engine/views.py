@@ -47,12 +47,12 @@ class ViewScorer:
     def __call__(self, run, model, views, target):
         target = target.to(run.device, non_blocking=True)
         scores = average_views(view_logits(model, views, run.device, run.args.amp, self.chunk), self.softmax)
-        self.scores.append(scores.cpu())
-        self.labels.append(target.cpu())
+        self.scores.append(scores)  # on the device until the end: a copy per batch would wait for it
+        self.labels.append(target)
         return scores, view_loss(scores, target, self.softmax)
 
     def kept(self):
         """(scores float32 (videos, classes), labels int64 (videos,)) of this process."""
         if not self.scores:
             return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
-        return torch.cat(self.scores), torch.cat(self.labels)
+        return torch.cat(self.scores).cpu(), torch.cat(self.labels).cpu()
