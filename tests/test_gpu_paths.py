@@ -1,8 +1,10 @@
 """Paths that only GPUs take, run on the CPU: the autocast dtype in DataParallel's replica threads, host
 synchronisations per training step, worker random streams per rank (issue 20)."""
+import random
 import threading
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -143,3 +145,30 @@ def test_fp16_skips_the_step_of_overflowed_gradients_without_a_second_wait(clip_
     run.scaler.update(1.0)
     loop.update(run, model(torch.ones(4, 3)).sum(), [])
     assert not torch.equal(model.weight, before)  # a finite step is taken
+
+
+class Draws(torch.utils.data.Dataset):
+    """What a training transform draws in a loader worker: numpy, python and torch random numbers."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return torch.tensor([np.random.rand(), random.random(), torch.rand(()).item()], dtype=torch.float64)
+
+
+def worker_draws(rank, world=2, seed=11):
+    """One epoch of rank `rank`'s loader as make_loader builds it (one worker): the order's items, the draws."""
+    sampler = EpochSampler(len(Draws()), rank, world)
+    sampler.seed = seed  # broadcast from rank 0
+    sampler.set_epoch(1)
+    loader = torch.utils.data.DataLoader(Draws(), batch_size=2, sampler=sampler, generator=sampler.generator,
+                                         num_workers=1)
+    return list(sampler), torch.cat(list(loader))
+
+
+def test_loader_workers_draw_their_own_numbers_in_each_process_and_again_on_resume():
+    (order0, draws0), (order1, draws1) = worker_draws(0), worker_draws(1)
+    assert sorted(order0 + order1) == list(range(8))  # one shared order, split
+    assert not (draws0[:, None] == draws1[None]).any()  # no number drawn in both processes
+    assert torch.equal(worker_draws(1)[1], draws1)  # a resumed process draws the same again
