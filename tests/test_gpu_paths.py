@@ -172,3 +172,29 @@ def test_loader_workers_draw_their_own_numbers_in_each_process_and_again_on_resu
     assert sorted(order0 + order1) == list(range(8))  # one shared order, split
     assert not (draws0[:, None] == draws1[None]).any()  # no number drawn in both processes
     assert torch.equal(worker_draws(1)[1], draws1)  # a resumed process draws the same again
+
+
+class FakeDataParallel(torch.nn.Module):
+    """nn.DataParallel's face without GPUs: the module it wraps."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+@pytest.mark.parametrize('flags, benchmark', [(['--op_code', 'conv1_2_3d_dropout', '--search'], False),
+                                              (['--op_code', 'conv1_2_3d', '--search'], True),
+                                              (['--op_code', 'conv1_2_3d_dropout', '--search', '--seed', '1'], False)])
+def test_on_gpus_cudnn_benchmarks_only_where_the_shapes_stay_and_the_model_keeps_the_amp_dtype(
+        tmp_path, monkeypatch, flags, benchmark):
+    from cakes.engine import run as engine
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.nn.Module, 'to', lambda self, *args, **kwargs: self)
+    monkeypatch.setattr(torch.nn, 'DataParallel', FakeDataParallel)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', not benchmark)
+    monkeypatch.setattr(torch.backends.cudnn, 'deterministic', False)
+    args = main.build_parser().parse_args(['--checkpoint_dir', str(tmp_path), '--amp', *flags])
+    model, device = engine.place_model(args, TemporalModel(174, 2, op_code=args.op_code, search=True), 8)
+    assert torch.backends.cudnn.benchmark is benchmark and device.type == 'cuda'
+    assert torch.backends.cudnn.deterministic is ('--seed' in flags)
+    assert model.module.amp_dtype == torch.bfloat16  # DataParallel's replicas run in bf16 (first test)
