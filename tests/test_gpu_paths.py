@@ -198,3 +198,12 @@ def test_on_gpus_cudnn_benchmarks_only_where_the_shapes_stay_and_the_model_keeps
     assert torch.backends.cudnn.benchmark is benchmark and device.type == 'cuda'
     assert torch.backends.cudnn.deterministic is ('--seed' in flags)
     assert model.module.amp_dtype == torch.bfloat16  # DataParallel's replicas run in bf16 (first test)
+
+
+def test_a_batch_that_leaves_gpus_idle_under_dataparallel_is_named():
+    from cakes.engine.run import idle_gpus_note
+    assert [len(share) for share in torch.arange(20).chunk(8)] == [3] * 6 + [2]  # how DataParallel cuts
+    assert idle_gpus_note(20, 8) == ('=> -b 20 over 8 GPUs: nn.DataParallel cuts it into 7 shares of at most 3 '
+                                     'clips, so 1 GPU(s) stay idle; a multiple of 8 uses them all')
+    assert '6 shares of at most 2' in idle_gpus_note(12, 8)
+    assert idle_gpus_note(96, 8) is None and idle_gpus_note(15, 8) is None and idle_gpus_note(5, 0) is None

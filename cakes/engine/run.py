@@ -53,6 +53,17 @@ def check_batch(batch_size, gpus):
                          f'batch): raise -b to at least {gpus} or make fewer GPUs visible with CUDA_VISIBLE_DEVICES')
 
 
+def idle_gpus_note(batch_size, gpus):
+    """nn.DataParallel cuts a batch like torch.chunk: shares of ceil(b / gpus) clips, so fewer shares than GPUs
+    when b is not a multiple (-b 20 on 8 GPUs: 7 shares of 3 and 2, GPU 7 idle). None when every GPU works."""
+    share = -(-batch_size // gpus) if gpus else 0
+    shares = -(-batch_size // share) if share else 0
+    if shares >= gpus:
+        return None
+    return (f'=> -b {batch_size} over {gpus} GPUs: nn.DataParallel cuts it into {shares} shares of at most {share} '
+            f'clips, so {gpus - shares} GPU(s) stay idle; a multiple of {gpus} uses them all')
+
+
 def build_model(args, num_class, conv_config, dropout=None, pretrained=None):
     return TemporalModel(num_class, args.num_segments, op_code=args.op_code, search=args.search,
                          conv_config=conv_config, backbone=args.arch,
@@ -95,6 +106,9 @@ def run(args, conv_config, source=None):
     main_process = distributed.is_main()
     log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv') if main_process else None,
                  console=main_process)
+    note = None if distributed.active() else idle_gpus_note(batch_size, gpus)
+    if note:
+        log(note)
     if args.auto_resume:
         auto_resume(args, log)
     class_names = data.class_names(args.dataset, args.root_path)
