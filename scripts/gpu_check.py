@@ -9,7 +9,7 @@ supernet and a 10-crop evaluation. Checks: the dtype every convolution ran in (w
 losses, the wrappers' losses equal within a tolerance per precision, peak GPU memory below 90% of the
 smallest GPU's. Then times the eval forward and the train step of conv3d and CAKES123D_P at -b 12 per GPU,
 8x224x224, with and without channels_last_3d (scripts/benchmark_model.py). Prints a table; exit status 1
-when a check fails, 2 without a GPU. About 2 minutes on one GPU.
+when a check fails, 2 without a GPU. Meant to take a few minutes on one GPU (not yet timed on one).
 """
 import argparse
 import contextlib
