@@ -14,11 +14,14 @@ import predict
 from conftest import run_main
 from conftest_data import load_script
 from cakes.cli import run_cli
+from cakes.data import Views, normalize_uint8
+from cakes.data.inputs import load_views
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
 from cakes.engine.checkpoint import released_state
 from cakes.engine.network_flags import FLAGS, RELEASED
 from cakes.models.description import build_from_description, describe
+from cakes.models.loading import load_network
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 SSV1 = 'something-something-v1'
@@ -86,6 +89,23 @@ def test_frame_folder_prediction_is_the_evaluation_score(data, checkpoints, tmp_
     assert [entry['label'] for entry in first['top5']] == top.indices.tolist()
     assert [entry['probability'] for entry in first['top5']] == pytest.approx(top.values.tolist(), abs=1e-5)
     assert first['top5'][0]['class'] == saved['class_names'][top.indices[0]]
+
+
+def test_softmax_changes_no_prediction_and_probability_averaging_is_the_mean_of_the_views(data, checkpoints,
+                                                                                          capsys):
+    folder = val_folder(data)
+    plain = predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3', folder)
+    assert predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3', '--softmax', folder) == plain
+    status, out, _ = predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3',
+                                  '--average_probabilities', folder)
+    model, _ = load_network(predict.build_parser().parse_args(['--resume', checkpoints[0], folder]))
+    views = load_views(folder, Views(3), 2, 48)
+    with torch.no_grad():
+        expected = model(normalize_uint8(views)).softmax(-1).mean(0).topk(5)
+    top5 = json.loads(out)['top5']
+    assert status == 0 and top5 != json.loads(plain[1])['top5']
+    assert [entry['label'] for entry in top5] == expected.indices.tolist()
+    assert [entry['probability'] for entry in top5] == pytest.approx(expected.values.tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize('codec', ['libvpx-vp9', 'mpeg4'])
