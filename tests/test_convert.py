@@ -340,6 +340,10 @@ def test_prune_config_to_flops_budgets_on_r3d_18(r3d, r3d_supernet):
         # (64 input channels, 4x16x16 output voxels).
         assert target - achieved[-1] <= 2 * 64 * (27 - 3) * 4 * 16 * 16
     assert achieved == sorted(achieved, reverse=True) and len(set(achieved)) == 3
+    # Above the released choice the budget is spent on costlier kernels, as close.
+    target = 1.15 * released
+    above = pruned_flops(r3d, convert.prune_config(r3d_supernet, target_flops=target, example_input=CLIP))
+    assert released < above <= target and target - above <= 2 * 64 * (27 - 3) * 4 * 16 * 16
 
 
 def test_budget_on_layers_narrower_than_their_kinds_and_its_range():

@@ -111,14 +111,16 @@ class Budget:
 
 
 def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
-    """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam >= 0 the smallest
-    found by bisection whose pruned network has at most `target_flops`.
+    """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam found by bisection: when
+    the released rule's network costs more than `target_flops`, the smallest lam > 0 whose pruned network fits
+    (at most `target_flops`); when it costs less, the most negative lam that still fits (costlier kernels, so
+    that the budget is spent); lam = 0 (the released rule) when no other config fits better.
 
     `costs`: per op {kind: FLOPs of one channel} (`channel_costs`); `flops(config)`: the FLOPs of the pruned
     network with that config. The pruned network's FLOPs are affine in the widths (the layer after each op
     reads its C channels whatever their kinds), so bisection uses `flops` only to fix the constant and checks
-    the final config with it. The FLOPs of a raise in lam never go up; with distinct scales one step of it
-    trades one channel for a cheaper one, so the result is within one channel trade of the target.
+    the final config with it. The FLOPs never go up as lam rises; with distinct scales one step of it trades
+    one channel for one of another kind, so the result is within one channel trade of the target.
     A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it).
     """
     kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
@@ -134,6 +136,9 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
     def linear(config):
         return sum(w * cost[kind] for widths, cost in zip(config, costs) for kind, w in widths.items())
 
+    def fits(lam):
+        return offset + linear(choose(lam)) <= target_flops
+
     released = choose(0.0)
     offset = flops(released) - linear(released)
     fewest = offset + sum(c * min(cost.values()) for c, cost in zip(kept, costs))
@@ -143,21 +148,40 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
         raise UsageError(f'FLOPs target {flops_text(target_flops, unit)} is out of reach: keeping C channels per '
                          f'layer costs from {flops_text(fewest, unit)} (all of the cheapest kind) to '
                          f'{flops_text(most, unit)} (all of the costliest); give a target in that range')
-    lam = 0.0
-    if offset + linear(released) > target_flops:
+    if not fits(0.0):
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
-        while offset + linear(choose(high)) > target_flops:
+        while not fits(high):
             low, high = high, high * 2
-        while high - low > 1e-12 * high:  # lambda to 12 digits
-            middle = (low + high) / 2
-            low, high = (low, middle) if offset + linear(choose(middle)) <= target_flops else (middle, high)
-        lam = high
+        lam = bisect(fits, low, high)
+    else:
+        lam = spend(fits, scales, costs)
+        if choose(lam) == released:  # no trade towards costlier kernels fits: the released rule
+            lam = 0.0
     config = choose(lam)
     counted = flops(config)
     if counted != round(offset + linear(config)):
         raise RuntimeError(f'pruned FLOPs {counted} are not affine in the branch widths (predicted '
                            f'{offset + linear(config):.0f}): the per-channel costs do not fit this network')
     return Budget(config, counted, lam, (round(fewest), round(most)))
+
+
+def bisect(fits, low, high):
+    """The smallest lam (to 12 digits) that fits, between `low`, which does not, and `high`, which does (the
+    FLOPs never go up as lam rises)."""
+    while high - low > 1e-12 * max(abs(low), abs(high)):
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
+def spend(fits, scales, costs):
+    """Under the budget at lam = 0: the most negative lam whose network still fits. Below `edge` the key orders
+    every op's channels by cost alone (all of the costliest kind)."""
+    gaps = [a - b for cost in costs for a in cost.values() for b in cost.values() if a > b]
+    if not gaps:  # every kind costs the same: nothing to spend
+        return 0.0
+    edge = -2 * (1 + max(float(scale.max()) for scale in scales)) / min(gaps)
+    return edge if fits(edge) else bisect(fits, edge, 0.0)
 
 
 FLOPS_UNITS = {'GFLOPs': 1e9, 'MFLOPs': 1e6, 'kFLOPs': 1e3}
