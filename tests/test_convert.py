@@ -373,3 +373,12 @@ def test_budget_on_a_forward_that_cannot_run_on_meta():
     released = pruned_flops(model, convert.prune_config(supernet), x)
     config = convert.prune_config(supernet, target_flops=released - 1, example_input=x)
     assert pruned_flops(model, config, x) <= released - 1
+
+
+def test_prune_config_with_a_width_multiple_on_r3d_18(r3d_supernet):
+    released = convert.prune_config(r3d_supernet)
+    config = convert.prune_config(r3d_supernet, width_multiple=8)
+    assert {name: sum(widths.values()) for name, widths in config.items()} == \
+        {name: sum(widths.values()) for name, widths in released.items()}
+    assert all(w % 8 == 0 for widths in config.values() for w in widths.values()) and config != released
+    assert convert.prune_config(r3d_supernet, width_multiple=1) == released

@@ -37,17 +37,19 @@ def add_sparsity_grad(searchable_ops, strength, reweight):
             weight.grad.add_(strength * sparsity_scale(op, reweight) * torch.sign(weight))
 
 
-def kept_indices(scale, num_branches, cost=None, lam=0.0):
+def kept_indices(scale, num_branches, cost=None, lam=0.0, multiple=1):
     """Sorted indices of the channels pruning keeps: the total / n largest |BN scale|.
 
     The released rule keeps every channel at or above the (total / n)-th largest value; with ties that
     could keep more, so ties are broken towards the earlier channel and exactly total / n are kept.
     With a FLOPs budget the key is |BN scale| - lam * cost (`cost`: FLOPs of each channel); lam = 0 is
-    the rule above, bit for bit.
+    the rule above, bit for bit. With `multiple` > 1 every branch keeps a multiple of it (`grouped_indices`).
     """
     key = scale.detach().abs()
     if lam:
         key = key.double().cpu() - lam * cost
+    if multiple > 1:
+        return grouped_indices(key, num_branches, scale.numel() // num_branches, multiple)
     return top_indices(key, scale.numel() // num_branches)
 
 
@@ -57,15 +59,39 @@ def top_indices(key, count):
     return order[:count].sort().values
 
 
+def grouped_indices(key, num_branches, count, multiple):
+    """Sorted indices of `count` channels of the n equal branches of `key`, every branch keeping a multiple of
+    `multiple` channels, its largest keys (ties towards the earlier channel), with the largest total key.
+
+    Groups of `multiple` go one at a time to the branch whose next group has the largest sum (ties towards
+    the earlier branch): a branch's groups, its keys in descending order, never sum to more than the one
+    before, so this is the best choice. When `multiple` does not divide `count`, the count % multiple channels
+    left over go, last, to the branch whose next ones have the largest sum: that branch alone is not a
+    multiple.
+    """
+    branches = key.reshape(num_branches, -1)
+    width = branches.shape[1]
+    orders = [torch.sort(branch, descending=True, stable=True).indices for branch in branches]
+    sums = [torch.cat([torch.zeros(1, dtype=torch.float64), branch[order].double().cumsum(0)])
+            for branch, order in zip(branches, orders)]
+    taken = [0] * num_branches
+    groups, rest = divmod(count, multiple)
+    for size in [multiple] * groups + ([rest] if rest else []):
+        room = [b for b in range(num_branches) if taken[b] + size <= width]
+        best = max(room, key=lambda b: float(sums[b][taken[b] + size] - sums[b][taken[b]]))
+        taken[best] += size
+    return torch.cat([order[:n] + b * width for b, (order, n) in enumerate(zip(orders, taken))]).sort().values
+
+
 def channel_cost(op, costs):
     """FLOPs of each of the op's BN channels, from `costs` = {kind: FLOPs of one channel of that branch}."""
     return torch.cat([torch.full((width,), float(costs[kind]), dtype=torch.float64)
                       for kind, _, width in branch_blocks(op)])
 
 
-def kept_channels(op, costs=None, lam=0.0):
+def kept_channels(op, costs=None, lam=0.0, multiple=1):
     cost = channel_cost(op, costs) if lam else None
-    return kept_indices(op.bn.weight, len(op.kinds), cost, lam)
+    return kept_indices(op.bn.weight, len(op.kinds), cost, lam, multiple)
 
 
 def count_kept(index, blocks):
@@ -73,17 +99,24 @@ def count_kept(index, blocks):
     return {kind: int(((index >= start) & (index < start + width)).sum()) for kind, start, width in blocks}
 
 
-def pruned_widths(op, costs=None, lam=0.0):
+def pruned_widths(op, costs=None, lam=0.0, multiple=1):
     """{kind: kept channels in the branch} in the op's branch order."""
-    return count_kept(kept_channels(op, costs, lam), branch_blocks(op))
+    return count_kept(kept_channels(op, costs, lam, multiple), branch_blocks(op))
 
 
-def prune_config(searchable_ops, target_flops=None, costs=None, flops=None):
+def check_multiple(multiple):
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise UsageError(f'width multiple {multiple!r} must be a whole number >= 1 (1: the released rule; 8 suits '
+                         'tensor cores, 16 AVX-512)')
+    return multiple
+
+
+def prune_config(searchable_ops, target_flops=None, costs=None, flops=None, multiple=1):
     """The pruned widths of every op: the released rule, or with `target_flops` the budget rule
-    (see `prune_to_budget` for `costs` and `flops`)."""
+    (see `prune_to_budget` for `costs` and `flops`); with `multiple` every branch width a multiple of it."""
     if target_flops is None:
-        return [pruned_widths(op) for op in searchable_ops]
-    return prune_to_budget(searchable_ops, costs, flops, target_flops).config
+        return [pruned_widths(op, multiple=check_multiple(multiple)) for op in searchable_ops]
+    return prune_to_budget(searchable_ops, costs, flops, target_flops, multiple=multiple).config
 
 
 def channel_costs(model, example_input, searchable_ops):
@@ -110,7 +143,7 @@ class Budget:
     reachable: tuple      # (fewest, most) FLOPs: all channels of the cheapest / costliest kind
 
 
-def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
+def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multiple=1):
     """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam found by bisection: when
     the released rule's network costs more than `target_flops`, the smallest lam > 0 whose pruned network fits
     (at most `target_flops`); when it costs less, the most negative lam that still fits (costlier kernels, so
@@ -122,15 +155,18 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
     the final config with it. The FLOPs never go up as lam rises; with distinct scales one step of it trades
     one channel for one of another kind, so the result is within one channel trade of the target.
     A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it).
+    With `multiple` every branch width is a multiple of it (`grouped_indices`): the same rule over groups of
+    channels, within one trade of a group of channels of the target.
     """
+    check_multiple(multiple)
     kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
     scales = [op.bn.weight.detach().abs().double().cpu() for op in searchable_ops]
     channel = [channel_cost(op, cost) for op, cost in zip(searchable_ops, costs)]
 
     def choose(lam):
         if not lam:
-            return prune_config(searchable_ops)
-        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam), branch_blocks(op))
+            return prune_config(searchable_ops, multiple=multiple)
+        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam, multiple), branch_blocks(op))
                 for op, scale, cost in zip(searchable_ops, scales, channel)]
 
     def linear(config):
