@@ -3,7 +3,8 @@
     python predict.py --resume CKPT video.webm 12345/ [--json] [--test_crops 3 --twice_sample]
 
 The network and the class names come from the checkpoint's description; a released checkpoint has none:
-give the model flags it was trained with (as for main.py) and --category category.txt. An input that cannot
+give the model flags it was trained with (as for main.py) and --category category.txt (as many names as its
+classifier has classes). An input that cannot
 be read is named in one line on stderr, the others are still predicted, and the exit status is 1.
 """
 import argparse

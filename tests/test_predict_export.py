@@ -19,7 +19,8 @@ from cakes.data.inputs import load_views
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
 from cakes.engine.checkpoint import released_state
-from cakes.engine.network_flags import FLAGS, RELEASED
+from cakes.engine.network_flags import FLAGS, RELEASED, checkpoint_classes
+from cakes.errors import UsageError
 from cakes.models.description import build_from_description, describe
 from cakes.models.loading import load_network
 
@@ -147,6 +148,32 @@ def test_released_checkpoint_takes_the_model_flags_and_category(data, checkpoint
     from_flags = predict_main(capsys, '--resume', released, '--num_segments', '2', '--category', category,
                               val_folder(data))
     assert from_flags == predict_main(capsys, '--resume', described, val_folder(data))
+
+
+def test_released_checkpoints_take_the_number_of_classes_from_their_classifier(data, checkpoints, tmp_path,
+                                                                                capsys):
+    _, released = checkpoints
+    # export_onnx prints no class names: no --category
+    out = tmp_path / 'released.onnx'
+    assert run_cli(load_script('export_onnx').main, ['--resume', released, '--num_segments', '2', '--input_size',
+                                                     '32', str(out)]) == 0
+    assert 'output logits (batch, 174))' in capsys.readouterr().out and out.is_file()
+    # predict.py prints them: a category.txt of another length is one line
+    three = tmp_path / 'three.txt'
+    three.write_text('a\nb\nc\n')
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main(capsys, '--resume', released, '--num_segments', '2', '--category', three, val_folder(data))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1
+    assert f"holds a network for 174 classes but --category {three} lists 3" in err
+
+
+@pytest.mark.parametrize('prefix', ['', 'module.'])
+@pytest.mark.parametrize('key', ['new_fc.weight', 'base_model.fc.weight'])
+def test_checkpoint_classes_reads_either_classifier_with_or_without_module(prefix, key):
+    assert checkpoint_classes({prefix + key: torch.zeros(7, 16), prefix + 'x': torch.zeros(3)}, 'c') == 7
+    with pytest.raises(UsageError, match="'c' has no classifier weights"):
+        checkpoint_classes({prefix + 'x': torch.zeros(3)}, 'c')
 
 
 def test_onnx_export_equals_pytorch_with_any_batch(checkpoints, tmp_path, capsys):

@@ -10,11 +10,13 @@ KEY = 'description'  # where a checkpoint keeps it
 FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class', 'class_names')
 
 
-def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names):
-    """The description of a TemporalModel built with these arguments, classes named by `class_names`."""
+def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, num_class=None):
+    """The description of a TemporalModel built with these arguments, classes named by `class_names` (None, for a
+    tool that prints no names: `num_class` classes, unnamed; such a description is never saved)."""
     return {'op_code': str(op_code), 'search': bool(search), 'conv_config': plain_config(conv_config),
             'arch': str(arch), 'num_segments': int(num_segments), 'dropout': float(dropout),
-            'num_class': len(class_names), 'class_names': [str(name) for name in class_names]}
+            'num_class': len(class_names) if class_names is not None else int(num_class),
+            'class_names': None if class_names is None else [str(name) for name in class_names]}
 
 
 def plain_config(conv_config):
