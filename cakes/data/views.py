@@ -72,7 +72,8 @@ class Views(NamedTuple):
         """E.g. '3 crops x 2 clips per video, logits averaged'."""
         plural = (lambda n, word: f'{n} {word}' + ('s' if n > 1 else ''))
         size = ', full resolution' if self.full_res else ''
-        return f'{plural(self.crops, "crop")} x {plural(self.clips, "clip")} per video{size}, {AVERAGING[self.averaging]}'
+        views = f'{plural(self.crops, "crop")} x {plural(self.clips, "clip")} per video'
+        return f'{views}{size}, {AVERAGING[self.averaging]}'
 
     def indices(self, num_frames, num_segments):
         """The 1-based frame indices of each clip."""
