@@ -156,6 +156,20 @@ def test_test_flags_need_evaluate(data, tmp_path, capsys):
     assert 'not both' in capsys.readouterr().err
 
 
+def test_a_released_checkpoint_of_other_classes_than_the_dataset_is_one_line(data, tmp_path, capsys):
+    args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
+    path = str(tmp_path / 'ten.pth.tar')
+    torch.save({'epoch': 1, 'state_dict': released_state(main.build_model(args, 10, None)), 'best_prec1': 0}, path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(data, tmp_path, '--evaluate', '--resume', path)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1
+    assert f"'{path}' holds a network for 10 classes but the somethingv1 category.txt under {data} lists 174" in err
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(data, tmp_path, '--average_probabilities')
+    assert '--average_probabilities sets how --evaluate tests: add --evaluate' in capsys.readouterr().err
+
+
 def test_two_gloo_processes_evaluate_every_video_once_as_one_process(data, checkpoint, tmp_path, capsys):
     flags = ['--evaluate', '--resume', checkpoint, '--test_crops', '3', '--twice_sample']
     one = evaluate(data, tmp_path / 'one', checkpoint, capsys, *flags[3:], '--save_scores',

@@ -182,7 +182,42 @@ def test_prune_to_target_gflops_prints_the_achieved_flops_and_writes_config_and_
     assert not os.path.exists(supernet_checkpoint.replace('_best.pth.tar', '_conv_config.txt'))
 
 
+def test_prune_to_a_target_above_the_released_rule_spends_it(supernet, supernet_checkpoint, tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    released = counted(ops.prune_config(supernet.cakes_ops())) / 1e9
+    target = round(released * 1.2, 3)
+    prune_cli(supernet_checkpoint, '--target_gflops', str(target))
+    printed = capsys.readouterr().out
+    line = re.search(r'pruned network ([\d.]+) GFLOPs, ([\d.]+) below the target .*lambda (-[\d.]+) per GFLOP: '
+                     r'costlier kernels spend the budget\)', printed)
+    achieved = float(line.group(1))
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert achieved == pytest.approx(counted(config) / 1e9, abs=5e-4) and released < achieved <= target
+
+
+def test_prune_with_a_width_multiple_alone_and_with_a_budget(supernet_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    prune_cli(supernet_checkpoint, '--width_multiple', '16')
+    capsys.readouterr()
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert all(w % 16 == 0 for block in config for w in block.values())
+    assert [sum(b.values()) for b in config] == block_widths('resnet50')
+    beside = supernet_checkpoint.replace('_best.pth.tar', '_conv_config_m16.txt')
+    assert ast.literal_eval(open(beside).read()) == config
+    target = round(counted(config) / 1e9 * 0.9, 3)
+    prune_cli(supernet_checkpoint, '--width_multiple', '16', '--target_gflops', str(target))
+    assert 'GFLOPs, ' in capsys.readouterr().out
+    named = supernet_checkpoint.replace('_best.pth.tar', f'_conv_config_{target:g}gflops_m16.txt')
+    budget = ast.literal_eval(open(named).read())
+    assert counted(budget) <= target * 1e9 and all(w % 16 == 0 for block in budget for w in block.values())
+    with pytest.raises(SystemExit) as stopped:  # a choice of --prune
+        run_main('unused', tmp_path, '--width_multiple', '16')
+    assert stopped.value.code == 2 and '--width_multiple M' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('extra, message', [
+    (['--width_multiple', '0'], '--width_multiple M'),
     (['--target_gflops', '1000'], 'out of reach'),
     (['--target_gflops', '0'], 'G > 0'),
 ])
