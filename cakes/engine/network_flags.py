@@ -28,11 +28,11 @@ def checkpoint_classes(state, source):
                      'checkpoint of this model')
 
 
-def check_classes(classes, names, source, names_source):
+def check_classes(classes, names, source, names_source, fix='give the category.txt of the dataset it was trained on'):
     """A network of `classes` classes is named by the lines of `names_source` (a category.txt)."""
     if classes != len(names):
         raise UsageError(f"'{source}' holds a network for {classes} classes but {names_source} lists {len(names)}: "
-                         'give the category.txt of the dataset it was trained on')
+                         + fix)
 
 
 def not_given():
