@@ -14,9 +14,10 @@ from PIL import Image
 import main
 from conftest import RUN, TINY, run_main
 from conftest_scale import free_port
+from cakes.engine.run import build_model
 from cakes.data.lists import read_list
 from cakes.engine.class_report import class_accuracy, confusion_matrix
-from cakes.engine.checkpoint import released_state
+from cakes.models.checkpoint import released_state
 from cakes.engine.views import average_views, view_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def checkpoint(tmp_path_factory):
     near-ties for float noise to flip)."""
     args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
     torch.manual_seed(0)
-    model = main.build_model(args, 174, None)
+    model = build_model(args, 174, None)
     torch.nn.init.normal_(model.new_fc.weight, 0, 0.1)
     path = str(tmp_path_factory.mktemp('ckpt') / 'model.pth.tar')
     torch.save({'epoch': 3, 'state_dict': released_state(model), 'best_prec1': 12.5}, path)
@@ -146,20 +147,20 @@ def test_softmax_and_probability_averaging_together_are_refused(data, checkpoint
     assert exit_info.value.code == 2 and err.count('\n') == 1 and 'not both' in err
 
 
-def test_test_flags_need_evaluate(data, tmp_path, capsys):
+def test_test_flags_need_evaluate(data, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_main(data, tmp_path, '--test_crops', '3')
     assert exit_info.value.code == 2
     assert '--test_crops sets how --evaluate tests: add --evaluate' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_main(data, tmp_path, '--evaluate', '--twice_sample', '--dense_sample')
+        run_main(data, tmp_path, '--evaluate', '--resume', checkpoint, '--twice_sample', '--dense_sample')
     assert 'not both' in capsys.readouterr().err
 
 
 def test_a_released_checkpoint_of_other_classes_than_the_dataset_is_one_line(data, tmp_path, capsys):
     args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
     path = str(tmp_path / 'ten.pth.tar')
-    torch.save({'epoch': 1, 'state_dict': released_state(main.build_model(args, 10, None)), 'best_prec1': 0}, path)
+    torch.save({'epoch': 1, 'state_dict': released_state(build_model(args, 10, None)), 'best_prec1': 0}, path)
     with pytest.raises(SystemExit) as exit_info:
         run_main(data, tmp_path, '--evaluate', '--resume', path)
     err = capsys.readouterr().err

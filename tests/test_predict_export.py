@@ -18,10 +18,10 @@ from cakes.data import Views, normalize_uint8
 from cakes.data.inputs import load_views
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
-from cakes.engine.checkpoint import released_state
-from cakes.engine.network_flags import FLAGS, RELEASED, checkpoint_classes
 from cakes.errors import UsageError
+from cakes.models.checkpoint import released_state
 from cakes.models.description import build_from_description, describe
+from cakes.models.flags import FLAGS, RELEASED, checkpoint_classes
 from cakes.models.loading import load_network
 
 pytestmark = pytest.mark.usefixtures('single_thread')

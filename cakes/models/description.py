@@ -2,7 +2,8 @@
 
 A description is a dict of plain Python values (it loads with `weights_only=True`):
 op_code, search, conv_config (the widths themselves, a list of {kind: width} or None), arch, num_segments,
-dropout, num_class and class_names (the lines of category.txt, in label order).
+dropout, num_class and class_names (the lines of category.txt, in label order), and input_size, the crop size it
+was trained at (descriptions written before it was kept have none: 224, the released size).
 """
 from cakes.errors import UsageError
 
@@ -10,13 +11,24 @@ KEY = 'description'  # where a checkpoint keeps it
 FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class', 'class_names')
 
 
-def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, num_class=None):
-    """The description of a TemporalModel built with these arguments, classes named by `class_names` (None, for a
-    tool that prints no names: `num_class` classes, unnamed; such a description is never saved)."""
+RELEASED_INPUT_SIZE = 224
+
+
+def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, input_size=RELEASED_INPUT_SIZE,
+             num_class=None):
+    """The description of a TemporalModel built with these arguments, classes named by `class_names`, trained on
+    crops of `input_size`. `class_names` None (a tool that prints no names): `num_class` classes, unnamed; such a
+    description is never saved."""
     return {'op_code': str(op_code), 'search': bool(search), 'conv_config': plain_config(conv_config),
             'arch': str(arch), 'num_segments': int(num_segments), 'dropout': float(dropout),
             'num_class': len(class_names) if class_names is not None else int(num_class),
-            'class_names': None if class_names is None else [str(name) for name in class_names]}
+            'class_names': None if class_names is None else [str(name) for name in class_names],
+            'input_size': int(input_size)}
+
+
+def input_size(description):
+    """The crop size a described network was trained at; without a description (None), the released 224."""
+    return RELEASED_INPUT_SIZE if description is None else int(description.get('input_size', RELEASED_INPUT_SIZE))
 
 
 def plain_config(conv_config):

@@ -4,18 +4,21 @@ model flags, with as many classes as the checkpoint's classifier (named by --cat
 The flags are reconciled with a description as main.py does."""
 from cakes.conv_config import resolve_conv_config
 from cakes.data.lists import read_categories
-from cakes.engine.checkpoint import load_checkpoint, load_weights, model_state
-from cakes.engine.network_flags import RELEASED, check_classes, checkpoint_classes, fill_network_flags
 from cakes.errors import UsageError
 
-from .description import build_from_description, describe, read_description
+from .checkpoint import load_checkpoint, load_weights, model_state
+from .description import build_from_description, describe, input_size, read_description
+from .flags import RELEASED, check_classes, checkpoint_classes, fill_network_flags
 
 
 def add_model_flags(parser, resume=True, names=True):
-    """--resume, main.py's model flags and, for a tool that prints class names, --category. A model flag left
-    out stays None: model_description fills it as main.py does (cakes.engine.network_flags)."""
+    """--resume and --input_size (`resume`), main.py's model flags and, for a tool that prints class names,
+    --category. A model flag left out stays None: model_description fills it as main.py does
+    (cakes.models.flags)."""
     if resume:
         parser.add_argument('--resume', required=True, metavar='CKPT', help='the trained network')
+        parser.add_argument('--input_size', type=int, metavar='S', help="crop size (default: the size the network "
+                            'was trained at, from its description; 224 for a released checkpoint)')
     model = parser.add_argument_group(
         'the model flags of main.py', 'not needed for a checkpoint that describes its network (given, they must '
         "agree with it); a released checkpoint (without a description) takes them, default main.py's; its "
@@ -60,9 +63,14 @@ def read_names(category):
 
 
 def load_network(args, names=True):
-    """(model in eval mode with the checkpoint's weights, its description; `names`: see model_description)."""
+    """(model in eval mode with the checkpoint's weights, its description; `names`: see model_description);
+    --input_size filled from it."""
     checkpoint = load_checkpoint(args.resume)
     description = model_description(args, checkpoint, names)
+    if args.input_size is None:
+        args.input_size = input_size(description)
+    if args.input_size < 1:
+        raise UsageError(f'--input_size {args.input_size}: the crop size must be at least 1')
     try:
         model = build_from_description(description)
     except ValueError as e:
