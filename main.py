@@ -27,7 +27,7 @@ from cakes.engine import distributed
 from cakes.engine.precision import AMP_DTYPES
 from cakes.engine.prune import prune
 from cakes.engine.run import Source, run
-from cakes.engine.views import given_test_flags
+from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.description import input_size
@@ -172,10 +172,11 @@ def check_combinations(args):
                          'and give M >= 1')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
-    if args.evaluate and not args.resume and not args.auto_resume:
-        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     if given_test_flags(args) and not args.evaluate:
         raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
+    evaluation_views(args)  # refuses a protocol that cannot be run (--twice_sample with --dense_sample)
+    if args.evaluate and not args.resume and not args.auto_resume:
+        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
     if args.overwrite and (args.auto_resume or args.evaluate or args.prune):

@@ -203,3 +203,23 @@ def test_console_shows_the_best_and_worst_classes_and_the_log_all(tmp_path, caps
     assert printed[1] == '  best   90.000% (9/10)  name 9'
     log = open(tmp_path / 'run.csv').read().splitlines()
     assert log[0] == printed[0] and len(log) == 2 + 9 and log[2] == '     1   10.000% (1/10)  name 1'
+
+
+def test_under_a_protocol_b_counts_views_so_batches_stay_small_and_scores_do_not_change(data, checkpoint, tmp_path,
+                                                                                       capsys):
+    from cakes.data import Views
+    from cakes.engine.loaders import make_loader
+    args = main.build_parser().parse_args(['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY])
+    views = Views(crops=3, twice=True)  # 6 views a video
+    for b, videos in ((4, 1), (12, 2), (36, 3)):  # -b 4: one video (6 views), the fewest a batch can hold
+        batch, _ = next(iter(make_loader(args, 'val', b, views)))
+        assert batch.shape[:2] == (videos, 6) and batch.shape[0] * 6 <= max(b, 6)
+    protocol = ['--test_crops', '3', '--twice_sample']
+    small = evaluate(data, tmp_path / 'small', checkpoint, capsys, *protocol, '-b', '4', '--save_scores',
+                     str(tmp_path / 'small.npz'))
+    large = evaluate(data, tmp_path / 'large', checkpoint, capsys, *protocol, '-b', '36', '--save_scores',
+                     str(tmp_path / 'large.npz'))
+    assert 'Test: [2/3]' in small and 'Test: [0/1]' in large  # 3 videos in 3 batches, or in one
+    assert results(small) == results(large)
+    assert np.allclose(np.load(tmp_path / 'small.npz')['scores'], np.load(tmp_path / 'large.npz')['scores'],
+                       atol=1e-5)

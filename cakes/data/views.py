@@ -68,6 +68,12 @@ class Views(NamedTuple):
     def count(self):
         return self.clips * self.crops
 
+    def videos_per_batch(self, views):
+        """Under a test protocol -b counts views, as the GPUs see them: a batch is as many whole videos as fit in
+        `views` (at least one), so its memory is at most max(views, self.count) views whatever the protocol
+        (counted in videos, 10 crops x 10 clips would make -b 96 a batch of 9600 views)."""
+        return max(1, views // self.count)
+
     def describe(self):
         """E.g. '3 crops x 2 clips per video, logits averaged'."""
         plural = (lambda n, word: f'{n} {word}' + ('s' if n > 1 else ''))

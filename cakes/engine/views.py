@@ -50,16 +50,16 @@ class ViewScorer:
         target = target.to(run.device, non_blocking=True)
         mean_probabilities = self.views.averaging == 'probabilities'
         scores = average_views(view_logits(model, views, run.device, run.args.amp, self.chunk), mean_probabilities)
-        kept = scores.softmax(-1) if self.views.averaging == 'softmax' else scores
-        self.scores.append(kept.cpu())
-        self.labels.append(target.cpu())
+        # on the device until the end: a copy per batch would wait for it
+        self.scores.append(scores.softmax(-1) if self.views.averaging == 'softmax' else scores)
+        self.labels.append(target)
         return scores, view_loss(scores, target, mean_probabilities)
 
     def kept(self):
         """(scores float32 (videos, classes), labels int64 (videos,)) of this process."""
         if not self.scores:
             return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
-        return torch.cat(self.scores), torch.cat(self.labels)
+        return torch.cat(self.scores).cpu(), torch.cat(self.labels).cpu()
 
 
 # The flags of --evaluate's test protocol, with their defaults: none given is the released validation.
