@@ -12,6 +12,7 @@ from cakes.errors import UsageError
 from cakes.models import TemporalModel, describe
 from cakes.models.checkpoint import load_checkpoint, model_state
 from cakes.models.finetune import init_from_supernet
+from cakes.models.flags import check_classes as check_class_count, checkpoint_classes
 
 from . import distributed
 from .board import Board
@@ -84,12 +85,14 @@ def pretrained_source(args):
 
 
 def check_classes(source, class_names, args):
-    """A described network was trained on as many classes as the dataset's category.txt lists."""
-    described = source.description['num_class']
-    if described != len(class_names):
-        raise UsageError(f"'{source.path}' holds a network for {described} classes but the {args.dataset} "
-                         f'category.txt under {args.root_path} lists {len(class_names)}: give the --dataset and '
-                         '--root_path it was trained on')
+    """The network the run starts from (described, or a released checkpoint's classifier) was trained on as many
+    classes as the dataset's category.txt lists."""
+    if source.path not in (args.resume, args.finetune) or source.checkpoint is None and source.description is None:
+        return
+    classes = (source.description['num_class'] if source.description is not None else
+               checkpoint_classes(model_state(source.checkpoint), source.path))
+    check_class_count(classes, class_names, source.path, f'the {args.dataset} category.txt under {args.root_path}',
+                      'give the --dataset and --root_path it was trained on')
 
 
 def run(args, conv_config, source=None):
@@ -112,9 +115,7 @@ def run(args, conv_config, source=None):
     if args.auto_resume:
         auto_resume(args, log)
     class_names = data.class_names(args.dataset, args.root_path)
-    described = source.description is not None and source.path in (args.resume, args.finetune)
-    if described:
-        check_classes(source, class_names, args)
+    check_classes(source, class_names, args)
     description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
                            class_names, args.input_size)
     moved = None if args.evaluate else check_overwrite(args, description, layout(args, len(class_names), conv_config))
@@ -254,7 +255,7 @@ def evaluate(args, loop, loader, best_prec1, views, batch_size):
     if views is None:
         validate(loop, loader, best_prec1)
         return
-    scorer = ViewScorer(views, args.softmax, batch_size)
+    scorer = ViewScorer(views, batch_size)
     validate(loop, loader, best_prec1, scorer=scorer)
     finish_evaluation(scorer, loader, data.class_names(args.dataset, args.root_path), loop.log,
                       args.save_scores, args.confusion)
