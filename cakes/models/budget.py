@@ -41,4 +41,5 @@ def prune_video_to_budget(supernet, target_flops, input_size=224, multiple=1):
     arch, frames = supernet.base_model.arch, supernet.num_segments
     costs = video_costs(supernet.op_code, arch, frames, input_size)
     flops = video_flops(supernet.op_code, arch, frames, input_size, num_classes(supernet))
-    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops, unit='GFLOPs', multiple=multiple)
+    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops, unit='GFLOPs', multiple=multiple,
+                           counted_at=f'{frames} frames of {input_size}x{input_size}')

@@ -143,7 +143,7 @@ class Budget:
     reachable: tuple      # (fewest, most) FLOPs: all channels of the cheapest / costliest kind
 
 
-def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multiple=1):
+def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multiple=1, counted_at=''):
     """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam found by bisection: when
     the released rule's network costs more than `target_flops`, the smallest lam > 0 whose pruned network fits
     (at most `target_flops`); when it costs less, the most negative lam that still fits (costlier kernels, so
@@ -154,7 +154,8 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multi
     reads its C channels whatever their kinds), so bisection uses `flops` only to fix the constant and checks
     the final config with it. The FLOPs never go up as lam rises; with distinct scales one step of it trades
     one channel for one of another kind, so the result is within one channel trade of the target.
-    A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it).
+    A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it) and the
+    input it was counted at (`counted_at`, e.g. '8 frames of 224x224').
     With `multiple` every branch width is a multiple of it (`grouped_indices`): the same rule over groups of
     channels, within one trade of a group of channels of the target.
     """
@@ -183,7 +184,8 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multi
         unit = unit or flops_unit(fewest)
         raise UsageError(f'FLOPs target {flops_text(target_flops, unit)} is out of reach: keeping C channels per '
                          f'layer costs from {flops_text(fewest, unit)} (all of the cheapest kind) to '
-                         f'{flops_text(most, unit)} (all of the costliest); give a target in that range')
+                         f'{flops_text(most, unit)} (all of the costliest)'
+                         + (f' at {counted_at}' if counted_at else '') + '; give a target in that range')
     if not fits(0.0):
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
         while not fits(high):
