@@ -27,7 +27,7 @@ from cakes.engine import distributed
 from cakes.engine.precision import AMP_DTYPES
 from cakes.engine.prune import prune
 from cakes.engine.run import Source, run
-from cakes.engine.views import given_test_flags
+from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.description import input_size
@@ -104,6 +104,10 @@ def build_parser():
     p.add_argument('--target_gflops', type=float, default=None,
                    help='with --prune: keep C channels per layer trading |BN scale| against FLOPs so that the pruned '
                         'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule)')
+    p.add_argument('--width_multiple', type=int, default=1, metavar='M',
+                   help='with --prune: as many channels per block, every branch width a multiple of M (8 for tensor '
+                        'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
+                        '--target_gflops (default 1: the released rule)')
     # Testing as the papers test (with --evaluate; SPEC section 9).
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
@@ -163,12 +167,16 @@ def check_combinations(args):
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
         raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
+    if args.width_multiple != 1 and (not args.prune or args.width_multiple < 1):
+        raise UsageError('--width_multiple M makes the branch widths that --prune chooses multiples of M: add --prune '
+                         'and give M >= 1')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
-    if args.evaluate and not args.resume and not args.auto_resume:
-        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     if given_test_flags(args) and not args.evaluate:
         raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
+    evaluation_views(args)  # refuses a protocol that cannot be run (--twice_sample with --dense_sample)
+    if args.evaluate and not args.resume and not args.auto_resume:
+        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
     if args.overwrite and (args.auto_resume or args.evaluate or args.prune):

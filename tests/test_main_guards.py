@@ -89,8 +89,9 @@ def test_a_usage_error_in_a_loader_worker_is_one_line(data, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--root_path', root, '--checkpoint_dir',
                              str(tmp_path / 'out'), *flags, '--epochs', '1'], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        f'error: no usable video in 100 tries in {frames}: check the frame folders'], result.stderr
+    lines = result.stderr.strip().splitlines()  # the worker's warnings, one per missing folder, then the error
+    assert lines[-1] == f'error: no usable video in 100 tries in {frames}: check the frame folders'
+    assert all(line.startswith('warning: missing video folder') for line in lines[:-1])
 
 
 def test_evaluate_without_a_checkpoint_is_refused(data, tmp_path, capsys):
@@ -136,3 +137,12 @@ def test_workers_are_capped_at_the_usable_cpus(monkeypatch, workers, cpus, expec
     assert args.workers == expected
     assert lines == ([f'=> -j {workers}: this process may use {cpus} CPUs, loading with {cpus} workers']
                      if workers > cpus else [])
+
+
+def test_a_budget_out_of_reach_names_the_input_it_was_counted_at(supernet, capsys):
+    """The supernet was trained at 48x48: --prune takes that size from its description."""
+    with pytest.raises(SystemExit):
+        run_cli(main.main, ['--checkpoint_dir', 'unused', '--prune', '--prune_model_path', checkpoint(supernet),
+                            '--target_gflops', '1000'])
+    err = capsys.readouterr().err
+    assert 'FLOPs target 1000' in err and 'at 2 frames of 48x48; give a target in that range' in err, err

@@ -126,7 +126,7 @@ def test_measuring_leaves_rng_statistics_and_state_dict_alone(monkeypatch):
     torch.set_rng_state(rng)
     stats = op.norm.running_mean.clone()
     name = plans.choose(op.train(), x, plans.plan_key(op, x), [lambda x, n: plans.dropout_conv(
-        op, x, op.split_locals(torch.arange(64)), n)])
+        op, x, op.branch_channels(torch.arange(64)), n)])
     assert name in plans.candidates(op, x)
     assert torch.equal(torch.get_rng_state(), rng) and torch.equal(op.norm.running_mean, stats)
     model(clip)

@@ -43,10 +43,10 @@ def grad_step(fn, inputs):
 def op_locals(op, x):
     """A dropout supernet's filters per branch as a step would use them (a seeded draw in training, the kept
     channels in eval); None for a CAKES op (all of them)."""
-    if not hasattr(op, 'split_locals'):
+    if not hasattr(op, 'branch_channels'):
         return None
     index = type(op).sample_channels(op, torch.Generator().manual_seed(0)) if op.training else kept_channels(op)
-    return [i.to(x.device) for i in op.split_locals(index)]
+    return [i.to(x.device) for i in op.branch_channels(index)]
 
 
 def op_conv(op, x, locals_, plan):

@@ -455,7 +455,7 @@ def forward_dropout_conv(op, x, locals_):
         if op.training:
             generator = torch.Generator().manual_seed(0)
             draw = type(op).sample_channels  # the class's own: not an instance's wrapper of the step's draw
-            splits = [op.split_locals(draw(op, generator)) for _ in range(DROPOUT_SPLITS)]
+            splits = [op.branch_channels(draw(op, generator)) for _ in range(DROPOUT_SPLITS)]
         else:
             splits = [locals_]
         splits = [[i.to(x.device) for i in s] for s in splits]
