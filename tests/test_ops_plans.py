@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import config
 from cakes import convert
+from cakes.configs import RELEASED
 from cakes.errors import UsageError
 from cakes.models import TemporalModel
 from cakes.ops import CakesOp, DropoutSupernetOp, plans
@@ -95,7 +95,7 @@ NETWORKS = [('conv1_2_3d', False, 'CAKES123D_P', False), ('conv1_2_3d', False, '
 def test_networks_give_the_same_logits_gradients_and_statistics_by_any_plan(op_code, search, key, channels_last,
                                                                             monkeypatch):
     torch.manual_seed(0)
-    model = TemporalModel(5, 2, op_code=op_code, search=search, conv_config=config.conv_configs.get(key),
+    model = TemporalModel(5, 2, op_code=op_code, search=search, conv_config=RELEASED.get(key),
                           dropout=0).double().use_channels_last(channels_last)
     for op in model.cakes_ops():
         randomised_bn(op.bn)
@@ -216,7 +216,7 @@ def test_released_form_evaluation_keeps_predictions_and_loss(monkeypatch, capsys
     """float32 as --evaluate runs a released checkpoint: the same top-1/top-5 and the loss within 1e-5 relative
     by every plan (folded BN, merged or stacked kernels), the branch form as reference."""
     torch.manual_seed(0)
-    model = TemporalModel(7, 2, op_code='conv1_2_3d', conv_config=config.conv_configs['CAKES123D_P']).eval()
+    model = TemporalModel(7, 2, op_code='conv1_2_3d', conv_config=RELEASED['CAKES123D_P']).eval()
     for op in model.cakes_ops():
         randomised_bn(op.bn)
     clips, labels = torch.randn(4, 6, 64, 64), torch.tensor([0, 3, 5, 6])
