@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cakes.data.sampling import val_indices
+from cakes.data.sampling import DENSE_SPAN, val_indices
 from cakes.data.transforms import center_crop_offset, crop_offsets, resize, scaled_size, val_scale
 from cakes.data.video_dataset import VideoDataset
 from cakes.errors import UsageError
@@ -17,7 +17,7 @@ CROPS = (1, 3, 5, 10)
 # Which of the 13 grid offsets of transforms.OFFSETS each protocol takes: 3 = left, right, centre (TSM's full
 # resolution sample); 5 = the four corners and the centre; 10 = those five, each followed by its flip.
 GRID_CROPS = {3: (5, 6, 4), 5: (0, 1, 2, 3, 4), 10: (0, 1, 2, 3, 4)}
-DENSE_CLIPS, DENSE_SPAN = 10, 64
+DENSE_CLIPS = 10
 
 
 def twice_indices(num_frames, num_segments):
