@@ -13,7 +13,9 @@ from cakes.errors import UsageError
 
 DATASETS = tuple(LAYOUTS)
 SPLITS = ('train', 'val')
-OPTIONS = ('split', 'train_list', 'val_list', 'category', 'image_tmpl')  # the flags of add_dataset_flags
+# The flags of add_dataset_flags and the keywords of build_dataset and class_names that take them.
+OPTIONS = {'split': 'split_number', 'train_list': 'train_list', 'val_list': 'val_list', 'category': 'category',
+           'image_tmpl': 'image_tmpl'}
 
 
 def add_dataset_flags(parser):
@@ -33,7 +35,7 @@ def add_dataset_flags(parser):
 
 def dataset_options(args):
     """{option: value} of the dataset flags in parsed `args`, for build_dataset and class_names."""
-    return {name: getattr(args, name) for name in OPTIONS}
+    return {keyword: getattr(args, flag) for flag, keyword in OPTIONS.items()}
 
 
 def class_names(dataset, root_path, **options):

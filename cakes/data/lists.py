@@ -90,21 +90,21 @@ class Video(NamedTuple):
     label: int
 
 
-def get_layout(dataset, split=None, train_list='', val_list='', category='', image_tmpl=''):
+def get_layout(dataset, split_number=None, train_list='', val_list='', category='', image_tmpl=''):
     """The layout of `dataset`, with the --split and the files the flags name instead of its own."""
     if dataset not in LAYOUTS:
         raise UsageError(f"unknown dataset '{dataset}': choose one of {', '.join(LAYOUTS)}")
     layout = LAYOUTS[dataset]
-    if split is not None and split not in layout.splits:
+    if split_number is not None and split_number not in layout.splits:
         having = ', '.join(name for name, other in LAYOUTS.items() if other.splits)
-        raise UsageError(f'--split {split}: only {having} have splits ({dataset} has one training and one '
+        raise UsageError(f'--split {split_number}: only {having} have splits ({dataset} has one training and one '
                          'validation list; give others with --train_list and --val_list)')
     if dataset == 'custom' and not (train_list and val_list):
         raise UsageError('--dataset custom needs --train_list FILE and --val_list FILE (lines PATH NUM_FRAMES LABEL '
                          'for frame folders or PATH LABEL for video files, PATH relative to --root_path)')
     changes = {'train_list': train_list, 'val_list': val_list, 'category': category, 'frame_name': image_tmpl}
     layout = layout._replace(**{key: value for key, value in changes.items() if value})
-    return layout._replace(split=split or 1)
+    return layout._replace(split=split_number or 1)
 
 
 def existing_path(dataset, root_path, relative, what, layout=None):
@@ -239,7 +239,76 @@ def make_lists(root, dataset, categories, train_entries, val_entries, jobs=1):
 
 def write_lists(root, layout, categories, train_rows, val_rows):
     """Write the category file and both lists where `layout` keeps them under root."""
-    for relative, lines in ((layout.category, categories), (layout.train_list, train_rows),
-                            (layout.val_list, val_rows)):
+    for relative, lines in ((layout.category, categories), (layout.split_list('train'), train_rows),
+                            (layout.split_list('val'), val_rows)):
         os.makedirs(os.path.dirname(os.path.join(root, relative)), exist_ok=True)
         write_lines(os.path.join(root, relative), lines)
+
+
+def scan_videos(directory):
+    """{stem: path relative to directory} of the video files below it."""
+    found = {}
+    for folder, _, files in os.walk(directory):
+        for name in sorted(files):
+            stem, extension = os.path.splitext(name)
+            if extension.lower() in VIDEO_EXTENSIONS:
+                found.setdefault(stem, os.path.relpath(os.path.join(folder, name), directory))
+    return found
+
+
+def scan_frame_folders(directory, frame_name):
+    """{name: path relative to directory} of the frame folders below it (folders with frame 1)."""
+    found = {}
+    for folder, subfolders, _ in os.walk(directory):
+        leaves = [name for name in subfolders if os.path.isfile(os.path.join(folder, name, frame_name.format(1)))]
+        for name in leaves:
+            found.setdefault(name, os.path.relpath(os.path.join(folder, name), directory))
+        subfolders[:] = sorted(set(subfolders) - set(leaves))  # no walking through the frames
+    return found
+
+
+def _subset_counts(root, layout, subset, stems, jobs):
+    """({stem: PATH}, {PATH: num_frames}, why the others are missing) of the listed stems found in the
+    subset's video folder (counted by decoding, cached beside the lists) or frame folder."""
+    if layout.reads_videos(root, subset):
+        from cakes.data.frame_counts import CACHE_NAME, count_videos  # PyAV and torch, only when reading videos
+        directory = os.path.join(root, layout.video_dir(subset))
+        paths = {stem: path for stem, path in scan_videos(directory).items() if stem in stems}
+        cache = os.path.join(root, os.path.dirname(layout.train_list), CACHE_NAME)
+        counts, failures = count_videos({path: os.path.join(directory, path) for path in paths.values()}, cache, jobs)
+        for path, error in sorted(failures.items()):
+            print(f'warning: {error}: leaving video {path} out', file=sys.stderr, flush=True)
+        return paths, counts, f'without a decodable video in {directory}'
+    directory = os.path.join(root, layout.frame_dir(subset))
+    if not os.path.isdir(directory):
+        videos = f' or video folder {os.path.join(root, layout.video_dir(subset))}' if layout.videos else ''
+        raise UsageError(f'missing frame folder {directory}{videos}: unpack the videos or extract their frames '
+                         'there first')
+    paths = {stem: path for stem, path in scan_frame_folders(directory, layout.frame_name).items() if stem in stems}
+    extension = os.path.splitext(layout.frame_name.format(1))[1]
+    counts = {path: sum(1 for entry in os.scandir(os.path.join(directory, path)) if entry.name.endswith(extension))
+              for path in paths.values()}
+    return paths, counts, f'without a frame folder in {directory}'
+
+
+def make_split_lists(root, dataset, categories, entries, jobs=1):
+    """Find and count the videos of every list ({(subset, split): [(stem, label)]}) in the frame or video folder
+    of its subset, then write the category file and the lists (`PATH NUM_FRAMES LABEL`, PATH relative to
+    that folder). Listed videos that are missing or do not decode are named in a warning and left out."""
+    layout = LAYOUTS[dataset]
+    found = {}
+    for subset in sorted({subset for subset, _ in entries}):
+        stems = {stem for (other, _), rows in entries.items() if other == subset for stem, _ in rows}
+        found[subset] = _subset_counts(root, layout, subset, stems, jobs)
+    outputs = {}
+    for (subset, split), rows in sorted(entries.items()):
+        paths, counts, why_missing = found[subset]
+        if layout.splits:
+            why_missing += f' (split {split})'
+        outputs[layout._replace(split=split).split_list(subset)] = counted_rows(
+            [(paths.get(stem, stem), label) for stem, label in rows], counts, why_missing)
+    for relative, lines in ((layout.category, categories), *outputs.items()):
+        os.makedirs(os.path.dirname(os.path.join(root, relative)), exist_ok=True)
+        write_lines(os.path.join(root, relative), lines)
+    written = ', '.join(f'{len(lines)} in {relative}' for relative, lines in outputs.items())
+    print(f'wrote {len(categories)} categories and the {dataset} lists under {root}: {written}')
