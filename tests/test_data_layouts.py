@@ -130,3 +130,11 @@ def test_dense_dataset_samples_densely(tmp_path):
     clip, _ = val[0]
     assert [int(clip[3 * k, 0, 0]) for k in range(4)] == [grey(1), grey(17), grey(13), grey(9)]
     assert build_dataset('jester', tmp_path, 'val', 4).sample(val.videos[0]) == [3, 8, 13, 18]  # TSN, as before
+
+
+def test_custom_missing_list_names_it_and_what_paths_are_relative_to(tmp_path):
+    with pytest.raises(UsageError) as error:
+        build_dataset('custom', tmp_path, 'train', 2, **CUSTOM)
+    assert str(error.value) == (f"missing train list {tmp_path / 'lists/train.txt'}: --train_list, --val_list and "
+                                '--category are relative to --root_path, and so is each PATH (lines PATH NUM_FRAMES '
+                                'LABEL or PATH LABEL)')

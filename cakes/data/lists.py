@@ -40,6 +40,9 @@ class Layout(NamedTuple):
         return self.videos.format(subset=subset)
 
     def describe(self, dataset):
+        if not self.frames and not self.videos:  # custom
+            return ('--train_list, --val_list and --category are relative to --root_path, and so is each PATH '
+                    '(lines PATH NUM_FRAMES LABEL or PATH LABEL)')
         lists = ', '.join(name.format(split=self.split) for name in (self.category, self.train_list, self.val_list))
         frame = self.frame_name.format(1) if self.frame_name else 'FRAME'
         videos = f' or videos in ROOT/{self.video_dir("{train,val}")}/{self.video_name.format("FOLDER")}' \
