@@ -32,7 +32,6 @@ def build_parser():
     p.add_argument('paths', nargs='+', metavar='PATH', help='video files (anything FFmpeg decodes) or frame folders '
                    '(00001.jpg or 000001.jpg, ...)')
     p.add_argument('--json', action='store_true', help='one JSON object per input instead of text')
-    p.add_argument('--input_size', type=int, default=224, help='crop size the network was trained with')
     p.add_argument('-b', '--batch-size', type=int, default=4, help='views per forward (memory)')
     add_view_flags(p)
     add_model_flags(p)
@@ -63,8 +62,8 @@ def show(path, probs, names, views, as_json):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     views = Views.from_args(args)
-    if args.batch_size < 1 or args.input_size < 1:
-        raise UsageError('-b and --input_size must be at least 1')
+    if args.batch_size < 1:
+        raise UsageError(f'-b {args.batch_size}: the number of views per forward must be at least 1')
     model, description = load_network(args)
     model = fold_batchnorm(model)
     failed = 0

@@ -6,7 +6,7 @@ import io
 import torch
 
 from cakes.complexity import count_flops, count_params
-from cakes.engine.checkpoint import write_atomic
+from cakes.files import write_atomic
 from cakes.errors import UsageError
 from cakes.models import DEPTHS, TemporalModel, block_widths
 from cakes.ops import CAKES_OPS, op_spec

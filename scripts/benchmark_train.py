@@ -33,9 +33,11 @@ from cakes.data.synthetic import make_synthetic_data  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
+from cakes.engine.loaders import make_loader  # noqa: E402
 from cakes.engine.log import RunLog  # noqa: E402
 from cakes.engine.loop import Run, forward_loss, to_device, unwrap, update  # noqa: E402
 from cakes.engine.precision import AMP_DTYPES, grad_scaler  # noqa: E402
+from cakes.engine.run import build_model, check_batch, place_model  # noqa: E402
 from cakes.engine.schedule import make_optimizer  # noqa: E402
 
 
@@ -87,15 +89,15 @@ def batches(loader):
 def measure(args, root, out):
     margs = main_args(args, root, out)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    training.check_batch(margs.batch_size, gpus)
+    check_batch(margs.batch_size, gpus)
     num_class = data.num_classes(margs.dataset, root)
-    model = training.build_model(margs, num_class, resolve_conv_config(margs.conv_config))
-    model, device = training.place_model(margs, model, gpus)
+    model = build_model(margs, num_class, resolve_conv_config(margs.conv_config))
+    model, device = place_model(margs, model, gpus)
     optimizer = make_optimizer(unwrap(model), margs.lr, margs.momentum, margs.weight_decay)
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)
     run = Run(margs, model, criterion, optimizer, grad_scaler(device, margs.amp), device, RunLog(None, console=False))
     model.train()
-    stream = batches(training.make_loader(margs, 'train', margs.batch_size))
+    stream = batches(make_loader(margs, 'train', margs.batch_size))
     wait = compute = 0.0
     for step in range(args.warmup + args.iterations):
         if step == args.warmup:

@@ -29,7 +29,6 @@ TOLERANCE = 1e-3  # relative to the largest logit
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('out', metavar='OUT.onnx')
-    p.add_argument('--input_size', type=int, default=224, help='crop size S of the example and the check')
     add_model_flags(p)
     return p.parse_args(argv)
 
@@ -44,8 +43,6 @@ def largest_difference(model, path, clip):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.input_size < 1:
-        raise UsageError('--input_size must be at least 1')
     model, description = load_network(args)
     if ops.op_spec(description['op_code']).family == 'dropout':
         raise UsageError(f"{args.resume} is a dropout supernet ({description['op_code']}), which picks its channels "

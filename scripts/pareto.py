@@ -17,7 +17,8 @@ import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops, count_params  # noqa: E402
-from cakes.engine.checkpoint import load_checkpoint, prune_output_prefix, write_atomic  # noqa: E402
+from cakes.files import write_atomic  # noqa: E402
+from cakes.models.checkpoint import load_checkpoint, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import build_from_description, read_description  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cakes.cli import run_cli  # noqa: E402
 from cakes.conv_config import conv_configs, read_conv_config  # noqa: E402
-from cakes.engine.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
+from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402

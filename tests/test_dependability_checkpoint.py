@@ -12,8 +12,10 @@ import torch
 
 import config
 import main
+from cakes.engine import checkpoint as engine_checkpoint
 from cakes.models import TemporalModel
-from cakes.engine import checkpoint as ckpt
+from cakes import files as writing
+from cakes.models import checkpoint as ckpt
 from cakes.cli import run_cli
 from cakes.errors import UsageError
 
@@ -29,7 +31,7 @@ def previous(tmp_path):
     """A good checkpoint already on disk, and what it holds."""
     good = {'epoch': 3, 'state_dict': {'w': torch.arange(10.)}}
     path = str(tmp_path / 'run_checkpoint.pth.tar')
-    ckpt.save_atomic(good, path)
+    writing.save_atomic(good, path)
     return path, good
 
 
@@ -47,7 +49,7 @@ def test_a_full_disk_mid_write_keeps_the_previous_checkpoint_and_no_temp(previou
 
     monkeypatch.setattr(torch, 'save', torn_save)
     with pytest.raises(UsageError, match='No space left on device.*intact'):
-        ckpt.save_atomic({'epoch': 4, 'state_dict': {}}, path)
+        writing.save_atomic({'epoch': 4, 'state_dict': {}}, path)
     assert files(tmp_path) == ['run_checkpoint.pth.tar']
     assert_intact(path, good)
 
@@ -61,7 +63,7 @@ def test_any_failure_mid_write_propagates_and_cleans_up(previous, tmp_path, monk
 
     monkeypatch.setattr(torch, 'save', crash)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_atomic({'epoch': 4}, path)
+        writing.save_atomic({'epoch': 4}, path)
     assert files(tmp_path) == ['run_checkpoint.pth.tar']
     assert_intact(path, good)
 
@@ -69,16 +71,16 @@ def test_any_failure_mid_write_propagates_and_cleans_up(previous, tmp_path, monk
 def test_a_failed_copy_keeps_the_previous_copy(previous, tmp_path, monkeypatch):
     path, good = previous
     best = str(tmp_path / 'run_best.pth.tar')
-    ckpt.copy_atomic(path, best)
-    ckpt.save_atomic({'epoch': 5, 'state_dict': {'w': torch.zeros(10)}}, path)
+    writing.copy_atomic(path, best)
+    writing.save_atomic({'epoch': 5, 'state_dict': {'w': torch.zeros(10)}}, path)
 
     def full_disk(src, dst):
         dst.write(src.read(10))
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(ckpt.shutil, 'copyfileobj', full_disk)
+    monkeypatch.setattr(writing.shutil, 'copyfileobj', full_disk)
     with pytest.raises(UsageError, match='run_best.pth.tar'):
-        ckpt.copy_atomic(path, best)
+        writing.copy_atomic(path, best)
     assert files(tmp_path) == ['run_best.pth.tar', 'run_checkpoint.pth.tar']
     assert_intact(best, good)
 
@@ -86,7 +88,7 @@ def test_a_failed_copy_keeps_the_previous_copy(previous, tmp_path, monkeypatch):
 KILLED_WRITER = textwrap.dedent('''
     import sys, time, torch
     sys.path.insert(0, {repo!r})
-    from cakes.engine.checkpoint import save_atomic
+    from cakes.files import save_atomic
 
     def slow_save(obj, f):
         f.write(b'PK' + bytes(1 << 20))  # the first megabyte of a large checkpoint...
@@ -113,7 +115,7 @@ def test_a_write_killed_half_way_leaves_the_last_checkpoint_loadable(previous, t
     assert len(leftovers) == 1 and leftovers[0].startswith('.run_checkpoint.pth.tar.')  # hidden, never the target
     assert_intact(path, good)
     # The next write clears what the killed one left.
-    ckpt.save_atomic({'epoch': 5, 'state_dict': {'w': torch.ones(2)}}, path)
+    writing.save_atomic({'epoch': 5, 'state_dict': {'w': torch.ones(2)}}, path)
     assert files(tmp_path) == ['run_checkpoint.pth.tar']
     assert ckpt.load_checkpoint(path)['epoch'] == 5
 
@@ -213,7 +215,7 @@ def test_a_full_checkpoint_is_plain_data_for_weights_only(tmp_path):
     model(torch.randn(2, 1, 1, 2, 2)).sum().backward()
     optimizer.step()
     args = main.build_parser().parse_args(['--checkpoint_dir', str(tmp_path), '--lr_steps', '3', '5'])
-    path = main.save(args, model, optimizer, EpochSampler(4), 2, 1, 12.5)
+    path = engine_checkpoint.save(args, model, optimizer, EpochSampler(4), 2, 1, 12.5)
     loaded = torch.load(path, weights_only=True)
     assert {'epoch', 'arch', 'state_dict', 'best_prec1'} <= set(loaded)
     assert all(k.startswith('module.') for k in loaded['state_dict'])
@@ -228,8 +230,8 @@ def test_atomic_writes_follow_the_umask_like_a_plain_open(tmp_path):
     """mkstemp creates 0600 files: checkpoints, configs and pictures must be readable as torch.save's would be."""
     old = os.umask(0o022)
     try:
-        ckpt.write_text_atomic(str(tmp_path / 'conv_config.txt'), '[]\n')
-        ckpt.save_atomic({'epoch': 1}, str(tmp_path / 'x.pth.tar'))
+        writing.write_text_atomic(str(tmp_path / 'conv_config.txt'), '[]\n')
+        writing.save_atomic({'epoch': 1}, str(tmp_path / 'x.pth.tar'))
     finally:
         os.umask(old)
     for name in ('conv_config.txt', 'x.pth.tar'):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-import main
+from cakes.engine.run import check_batch
 from cakes.data.synthetic import make_synthetic_data
 from conftest import run_main
 from cakes.errors import UsageError
@@ -29,12 +29,12 @@ def error_line(capsys, data, out, *argv):
 
 
 def test_check_batch_needs_a_sample_per_gpu():
-    main.check_batch(8, 8)
-    main.check_batch(3, 0)
+    check_batch(8, 8)
+    check_batch(3, 0)
     with pytest.raises(UsageError, match='-b 2 is smaller than the 4 visible GPUs.*CUDA_VISIBLE_DEVICES'):
-        main.check_batch(2, 4)
+        check_batch(2, 4)
     with pytest.raises(UsageError, match='at least 1'):
-        main.check_batch(0, 0)
+        check_batch(0, 0)
 
 
 def write(path, text):

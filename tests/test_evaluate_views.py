@@ -14,9 +14,10 @@ from PIL import Image
 import main
 from conftest import RUN, TINY, run_main
 from conftest_scale import free_port
+from cakes.engine.run import build_model
 from cakes.data.lists import read_list
 from cakes.engine.class_report import class_accuracy, confusion_matrix
-from cakes.engine.checkpoint import released_state
+from cakes.models.checkpoint import released_state
 from cakes.engine.views import average_views, view_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def checkpoint(tmp_path_factory):
     near-ties for float noise to flip)."""
     args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
     torch.manual_seed(0)
-    model = main.build_model(args, 174, None)
+    model = build_model(args, 174, None)
     torch.nn.init.normal_(model.new_fc.weight, 0, 0.1)
     path = str(tmp_path_factory.mktemp('ckpt') / 'model.pth.tar')
     torch.save({'epoch': 3, 'state_dict': released_state(model), 'best_prec1': 12.5}, path)

@@ -9,9 +9,12 @@ import torch
 
 import main
 from conftest import TINY
+from cakes import files as writing
 from cakes.cli import run_cli
-from cakes.engine import checkpoint as ckpt_module
-from cakes.engine.checkpoint import prune_output_prefix, save_atomic
+from cakes.engine.checkpoint import keep_copies
+from cakes.engine.run import channels_last
+from cakes.files import save_atomic
+from cakes.models.checkpoint import prune_output_prefix
 
 # TINY without --num_segments: the runs below take it from the description (the search gives 2, not 8).
 AT = TINY.index('--num_segments')
@@ -194,7 +197,7 @@ def write_checkpoint(tmp_path, value):
 
 def test_best_and_epoch_files_are_hard_links_that_keep_their_contents(tmp_path):
     path = write_checkpoint(tmp_path, 5)
-    main.keep_copies(path, 5, True)
+    keep_copies(path, 5, True)
     for name in ('best', 'epoch5'):
         assert os.path.samefile(path, str(tmp_path / f'{RUN}_{name}.pth.tar'))
     write_checkpoint(tmp_path, 6)  # the next save replaces the checkpoint's name, not the linked file
@@ -206,9 +209,9 @@ def test_best_and_epoch_files_are_hard_links_that_keep_their_contents(tmp_path):
 def test_copies_where_links_cannot_be_made(tmp_path, monkeypatch, code):
     def refuse(src, dst):
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(ckpt_module.os, 'link', refuse)
+    monkeypatch.setattr(writing.os, 'link', refuse)
     path = write_checkpoint(tmp_path, 5)
-    main.keep_copies(path, 10, True)
+    keep_copies(path, 10, True)
     for name in ('best', 'epoch10'):
         copy = str(tmp_path / f'{RUN}_{name}.pth.tar')
         assert not os.path.samefile(path, copy) and load(copy)['epoch'] == 5
@@ -226,7 +229,7 @@ def test_copies_where_links_cannot_be_made(tmp_path, monkeypatch, code):
 def test_channels_last_default(monkeypatch, flags, cuda, expected):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *flags])
-    assert main.channels_last(args) is expected
+    assert channels_last(args) is expected
 
 
 def test_channels_last_both_ways_is_refused(data, tmp_path, capsys):

@@ -16,8 +16,8 @@ from conftest_data import load_script
 from cakes.cli import run_cli
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
-from cakes.engine.checkpoint import released_state
-from cakes.engine.network_flags import FLAGS, RELEASED
+from cakes.models.checkpoint import released_state
+from cakes.models.flags import FLAGS, RELEASED
 from cakes.models.description import build_from_description, describe
 
 pytestmark = pytest.mark.usefixtures('single_thread')

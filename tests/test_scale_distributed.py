@@ -11,6 +11,7 @@ import torch
 import main
 from conftest import RUN, wait_for
 from conftest_scale import free_port, read_events
+from cakes.engine.run import build_model
 from cakes.data.synthetic import make_synthetic_data
 from cakes.cli import run_cli
 
@@ -74,7 +75,7 @@ def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searc
     assert (saved['epoch'], saved['iteration']) == (1, 0)
     assert all(key.startswith('module.base_model.') or key.startswith('module.new_fc.') for key in saved['state_dict'])
     # The same model as a single process would build: the released layout of a conv1_2_3d supernet.
-    reference = main.build_model(main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY, *SEARCH]), 174,
+    reference = build_model(main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY, *SEARCH]), 174,
                                  None)
     assert [(k, v.shape) for k, v in saved['state_dict'].items()] == \
         [('module.' + k, v.shape) for k, v in reference.state_dict().items()]

@@ -11,13 +11,14 @@ import main
 from conftest import run_main
 from conftest_data import load_script
 from conftest_scale import Terminal, histograms, read_events, scalars
+from cakes.engine import checkpoint as engine_checkpoint
 from cakes.models import TemporalModel
 from cakes.engine import distributed
 from cakes.cli import run_cli
 from cakes.errors import UsageError
 from cakes.engine.log import RunLog
 from cakes.engine.preempt import StopRequest
-from cakes.engine.progress import ProgressBar
+from cakes.progress import ProgressBar
 from cakes.engine.resume import EpochSampler, restore_process_rng, rng_state
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -160,11 +161,11 @@ def test_the_fp16_gradient_scaler_state_is_saved_and_resumed(tmp_path):
     scaler.update()
     scaler.update(512.0)
     args = main.build_parser().parse_args(['--checkpoint_dir', str(tmp_path), '--amp', 'fp16'])
-    path = main.save(args, model, optimizer, EpochSampler(4), 2, 1, 12.5, scaler)
+    path = engine_checkpoint.save(args, model, optimizer, EpochSampler(4), 2, 1, 12.5, scaler)
     assert torch.load(path, weights_only=True)['scaler']['scale'] == 512.0
     args.resume = path
     restored = torch.amp.GradScaler('cpu')
-    main.resume(args, model, optimizer, RunLog(console=False), restored)
+    engine_checkpoint.resume(args, model, optimizer, RunLog(console=False), restored)
     assert restored.get_scale() == 512.0 and restored.state_dict() == scaler.state_dict()
 
 

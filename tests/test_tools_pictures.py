@@ -12,7 +12,8 @@ from conftest import RUN, run_main
 from conftest_scale import read_events
 from cakes import ops
 from cakes.conv_config import conv_configs
-from cakes.engine.checkpoint import prune_output_prefix, released_state, save_atomic
+from cakes.files import save_atomic
+from cakes.models.checkpoint import prune_output_prefix, released_state
 from cakes.errors import UsageError
 from cakes.models import TemporalModel, describe
 from cakes.plot import config_figure, describe_config

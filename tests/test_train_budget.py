@@ -10,7 +10,8 @@ import torch
 from conftest import run_main
 from cakes import ops
 from cakes.complexity import count_flops
-from cakes.engine.checkpoint import released_state, save_atomic
+from cakes.files import save_atomic
+from cakes.models.checkpoint import released_state
 from cakes.errors import UsageError
 from cakes.models import TemporalModel, block_widths
 from cakes.models.budget import prune_video_to_budget, video_costs, video_flops

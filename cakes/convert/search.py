@@ -1,7 +1,7 @@
 """Search a converted network in your own loop, and what it yields: {layer name: {kind: width}}."""
 import json
 
-from cakes.engine.checkpoint import write_text_atomic
+from cakes.files import write_text_atomic
 from cakes.errors import UsageError
 from cakes.ops import DropoutSupernetOp
 from cakes.ops import search

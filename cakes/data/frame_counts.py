@@ -12,7 +12,7 @@ import sys
 import time
 
 from cakes.data.decode import VideoError, count_frames
-from cakes.engine.progress import ProgressBar
+from cakes.progress import ProgressBar
 
 CACHE_NAME = 'video_frame_counts.txt'
 REDRAW_SECONDS = 0.2

@@ -4,7 +4,7 @@ import re
 import sys
 from typing import NamedTuple
 
-from cakes.engine.checkpoint import write_text_atomic
+from cakes.files import write_text_atomic
 from cakes.errors import UsageError
 
 MIN_FRAMES = 3  # shorter videos are dropped from a list, as in the released code

@@ -1,2 +1,3 @@
-"""The training engine: the loop, lr schedule, checkpoints, exact resume, preemption, distributed training,
-mixed precision, the run log, TensorBoard, meters, the progress bar and main.py's network flags."""
+"""The training engine that main.py drives: a run (network placed on the devices, trained or evaluated), its
+loaders and checkpoints (exact resume), --prune, the loop, lr schedule, preemption, distributed training, mixed
+precision, the run log, TensorBoard, meters and multi-view scoring."""

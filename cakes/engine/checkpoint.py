@@ -1,237 +1,173 @@
-"""Checkpoints in the released format: safe loading, atomic writing, `module.` keys both ways."""
+"""The checkpoints of a training run: where they go, what they hold (the released keys and, for an exact resume,
+the optimizer, the position in the epoch and the RNG states), resuming from them, and the copies kept."""
 import glob
 import os
-import pickle
-import re
-import shutil
-import tempfile
-import uuid
-import warnings
+import time
 
-import torch
+from cakes.errors import UsageError
+from cakes.files import link_atomic, save_atomic
+from cakes.models import read_description
+from cakes.models.checkpoint import (layout_hint, load_checkpoint, load_weights, model_state, prune_output_prefix,
+                                     released_state)
 
-from ..errors import UsageError
-
-KERNEL_KINDS = {(3, 3, 3): 'kxkxk', (1, 3, 3): '1xkxk', (3, 1, 1): 'kx1x1'}
-ARCH_OF_LAYER3 = {6: 'resnet50', 23: 'resnet101'}
-CAKES_OP_CODES = {('kxkxk', '1xkxk'): 'convst', ('1xkxk', 'kx1x1'): 'conv1_2d',
-                  ('kxkxk', '1xkxk', 'kx1x1'): 'conv1_2_3d'}
+from . import distributed
+from .loop import unwrap
+from .resume import rng_state
+from .views import TEST_FLAGS
 
 
-def load_checkpoint(path):
-    """Load tensors and plain data only (weights_only): a pickle that would run code is refused unrun.
+def run_name(args):
+    return '_'.join([args.type, args.dataset, args.arch, 'segment%d' % args.num_segments, args.store_name])
 
-    Released checkpoints hold CUDA tensors; map_location opens them on any machine.
-    """
+
+def checkpoint_path(args):
+    return os.path.join(args.checkpoint_dir, 'checkpoint', run_name(args) + '_checkpoint.pth.tar')
+
+
+def auto_resume(args, log):
+    """--auto_resume: the run's own checkpoint when there is one, so that a requeued job continues."""
+    path = checkpoint_path(args)
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' not found: check the path given to --resume/--finetune/"
-                         "--prune_model_path")
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error says enough
-            warnings.simplefilter('ignore')
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UsageError(f"refusing to load '{path}': it is not plain weights, unpickling it could run code "
-                         f"({_unpickling_reason(e)}); nothing in it was run") from None
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {first}): is it a complete "
-                         "PyTorch checkpoint?") from None
-
-
-def _unpickling_reason(error):
-    """The line of torch's long weights_only message that names what was refused."""
-    lines = [line.strip() for line in str(error).splitlines()]
-    return next((line for line in lines if line.startswith(('Trying to load', 'Unsupported'))), 'not tensors')
-
-
-def model_state(checkpoint):
-    """The model weights of a checkpoint dict (or a bare state_dict), without `module.` prefixes."""
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError('checkpoint holds no state_dict: expected a dict with a "state_dict" of tensors')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
-def released_state(model):
-    """The model's state_dict with every key prefixed `module.`, as nn.DataParallel saved it."""
-    return {'module.' + k: v for k, v in model.state_dict().items()}
-
-
-def load_weights(model, state):
-    """Strict load; a layout mismatch is a UsageError naming the first differences and what would fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f'{label}: {", ".join(items[:3])}' for label, items in
-                 (('missing', missing), ('unexpected', unexpected), ('shape (checkpoint vs model)', wrong)) if items]
-        raise UsageError('checkpoint does not fit the model built from --op_code/--conv_config/--search/--arch ('
-                         + '; '.join(parts) + f'){layout_hint(state, own)}')
-    model.load_state_dict(state)
-
-
-def layout_hint(state, own=None):
-    """What the checkpoint is, read off its keys and shapes, and how it differs from the model (`own`)."""
-    hints = [_op_hint(state, own or {})]
-    if own:
-        hints += [_depth_hint(state, own), _classifier_hint(state, own)]
-    hints = [h for h in hints if h]
-    return ': ' + '; '.join(hints) if hints else ''
-
-
-def _op_hint(state, own):
-    keys = [k for k in state if '.convT.' in k]
-    if any('.convT.norm.' in k for k in keys):
-        return 'it is a dropout supernet (use an op code ending in _dropout with --search)'
-    if any('.convT.op.' in k for k in keys):
-        return 'it is a conv3d/conv2d/convp3d network'
-    blocks = cakes_widths(state)
-    if not blocks:
-        return ''
-    kinds = tuple(kind for kind in KERNEL_KINDS.values() if any(kind in b for b in blocks.values()))
-    names = '/'.join({'kxkxk': '3D', '1xkxk': '2D', 'kx1x1': '1D'}[kind] for kind in kinds)
-    op_code = CAKES_OP_CODES.get(kinds, '?')
-    if all(len(b) == len(kinds) and len(set(b.values())) == 1 for b in blocks.values()) and _is_supernet(state):
-        return f'its CAKES branches are {names}: a --search supernet of --op_code {op_code}'
-    hint = f'its CAKES branches are {names} (--op_code {op_code})'
-    theirs, ours = blocks, cakes_widths(own)
-    differing = next((b for b in theirs if b in ours and theirs[b] != ours[b]), None)
-    if differing:
-        fix = 'drop --search and give' if _is_supernet(own) else 'give'
-        hint += (f'; block {differing} has widths {theirs[differing]} in the checkpoint but {ours[differing]} in '
-                 f'the model: {fix} the --conv_config it was trained with')
-    return hint
-
-
-def _is_supernet(state):
-    """A sparsity supernet's conv3 reads all n*C branch channels, n times its conv1 width."""
-    conv1 = next((v for k, v in state.items() if k.endswith('layer1.0.conv1.weight')), None)
-    conv3 = next((v for k, v in state.items() if k.endswith('layer1.0.conv3.weight')), None)
-    return conv1 is not None and conv3 is not None and conv3.shape[1] > conv1.shape[0]
-
-
-def cakes_widths(state):
-    """{block: {kind: width}} of the CAKES branches in a state_dict, blocks named like 'layer1.0'."""
-    blocks = {}
-    for k, v in state.items():
-        if '.convT.convs.' in k and k.endswith('.weight') and v.dim() == 5:
-            block = k.split('.convT.')[0].replace('base_model.', '')
-            blocks.setdefault(block, {})[KERNEL_KINDS.get(tuple(v.shape[2:]), str(tuple(v.shape[2:])))] = v.shape[0]
-    return blocks
-
-
-def _depth_hint(state, own):
-    theirs, ours = _layer3_blocks(state), _layer3_blocks(own)
-    if theirs and ours and theirs != ours:
-        return f'it has {theirs} blocks in layer3 (--arch {ARCH_OF_LAYER3.get(theirs, "?")}), the model {ours}'
-    return ''
-
-
-def _layer3_blocks(state):
-    return len({k.split('layer3.')[1].split('.')[0] for k in state if k.startswith('base_model.layer3.')})
-
-
-def _classifier_hint(state, own):
-    if ('new_fc.weight' in state) != ('new_fc.weight' in own):
-        return 'it was trained with ' + ('--dropout > 0 (new_fc)' if 'new_fc.weight' in state else '--dropout 0')
-    key = 'new_fc.weight' if 'new_fc.weight' in own else 'base_model.fc.weight'
-    if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
-        return f'its classifier has {state[key].shape[0]} classes, the dataset {own[key].shape[0]}'
-    return ''
-
-
-def save_atomic(obj, path):
-    """Write to a temporary file beside `path`, then rename: a crash never leaves a torn checkpoint."""
-    _write_atomic(path, lambda f: torch.save(obj, f))
-
-
-def copy_atomic(src, dst):
-    with open(src, 'rb') as source:
-        _write_atomic(dst, lambda f: shutil.copyfileobj(source, f))
-
-
-def write_atomic(path, write):
-    """Any file (scores, pictures, exported networks) written as checkpoints are: see _write_atomic."""
-    _write_atomic(path, write)
-
-
-def _write_atomic(path, write):
-    """`write(file)` into a temporary file, flushed to disk, renamed over `path`. Leftovers of a write that
-    was killed (SIGKILL, power loss) are removed first; a failed write (disk full) leaves `path` as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    prefix = '.' + os.path.basename(path) + '.'
-    try:
-        os.makedirs(folder, exist_ok=True)
-        for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + '*.tmp')):
-            os.remove(stale)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix='.tmp')
-    except OSError as e:
-        raise UsageError(f"cannot write '{path}': {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            os.fchmod(f.fileno(), _created_mode())  # mkstemp makes 0600; a plain open() would follow the umask
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_folder(folder)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):  # disk full, quota, permissions: the user's to fix, one line
-            raise UsageError(f"cannot write '{path}' ({e.strerror or e}); the previous file, if any, is "
-                             'intact') from None
-        raise
-
-
-def _created_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX); harmless where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
+        log(f"=> --auto_resume: no checkpoint '{path}' yet, starting fresh")
         return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    args.resume = path
+    if args.finetune:
+        log(f"=> --auto_resume: '{path}' continues a run that --finetune started; not initialising again")
+        args.finetune = ''
 
 
-def write_text_atomic(path, text):
-    _write_atomic(path, lambda f: f.write(text.encode()))
+def check_overwrite(args, description, layout):
+    """Before a training run writes anything: a checkpoint already at its path (of another network, or of this one
+    but not resumed) would be overwritten. Refuse in one line naming both networks and the ways out, or with
+    --overwrite move the earlier run's files aside. `layout`: {key: shape} of this run's network, to recognise
+    a checkpoint without a description (released format). Returns the line to log, or None."""
+    path = checkpoint_path(args)
+    if not os.path.isfile(path) or args.resume and os.path.abspath(args.resume) == os.path.abspath(path):
+        return None
+    existing = load_checkpoint(path)
+    theirs = read_description(existing)
+    if theirs is not None:
+        same, named = same_network(theirs, description), network_name(theirs)
+    else:
+        state = model_state(existing)
+        same = {k: tuple(v.shape) for k, v in state.items()} == layout
+        named = 'a checkpoint without a description' + layout_hint(state)
+    if args.overwrite:
+        return move_run_aside(args)
+    if same:
+        raise UsageError(f"'{path}' already holds a checkpoint of this network (epoch {existing.get('epoch', '?')}), "
+                         f'which this run would overwrite: continue it with --resume {path} (or --auto_resume), start '
+                         'afresh with --overwrite (moves its files aside), or give another --store_name or '
+                         '--checkpoint_dir')
+    raise UsageError(f"'{path}' already holds a checkpoint of another network ({named}), which this run "
+                     f'({network_name(description)}) would overwrite: give this run another --store_name or '
+                     f'--checkpoint_dir, continue that run with --resume {path}, or move it aside with --overwrite')
 
 
-def link_atomic(src, dst):
-    """`dst` becomes a hard link to `src` (one file on disk for both; a later atomic save to `src` replaces
-    its name only, so `dst` keeps the old contents), made under a temporary name and renamed over `dst`.
-    Where links cannot be made (EPERM, EXDEV, a file system without them), an atomic copy instead."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f'.{os.path.basename(dst)}.{uuid.uuid4().hex}.tmp')  # _write_atomic's stale pattern
-    try:
-        os.link(src, tmp)
-    except OSError:
-        copy_atomic(src, dst)
+NETWORK_FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class')
+
+
+def same_network(a, b):
+    return all(a.get(field) == b.get(field) for field in NETWORK_FIELDS)
+
+
+def network_name(description):
+    """e.g. 'conv1_2_3d --search supernet, resnet50, 8 frames, 174 classes'."""
+    kind = ' --search supernet' if description['search'] else (' with a conv_config' if description['conv_config']
+                                                                else '')
+    return (f"{description['op_code']}{kind}, {description['arch']}, {description['num_segments']} frames, "
+            f"{description['num_class']} classes")
+
+
+def move_run_aside(args):
+    """--overwrite: the run's checkpoints, log and TensorBoard events moved to CHECKPOINT_DIR/overwritten/RUN-TIME/
+    (rank 0; the others wait), where nothing is lost."""
+    name = run_name(args)
+    aside = os.path.join(args.checkpoint_dir, 'overwritten', f'{name}-{time.strftime("%Y%m%d-%H%M%S")}')
+    if distributed.is_main():
+        run = glob.escape(name)
+        patterns = [('checkpoint', run + '_checkpoint.pth.tar'), ('checkpoint', run + '_best.pth.tar'),
+                    ('checkpoint', run + '_epoch*.pth.tar'), ('log', run + '.csv'), ('log', run + '_tb')]
+        for folder, pattern in patterns:
+            for found in glob.glob(os.path.join(glob.escape(os.path.join(args.checkpoint_dir, folder)), pattern)):
+                os.makedirs(os.path.join(aside, folder), exist_ok=True)
+                os.replace(found, os.path.join(aside, folder, os.path.basename(found)))
+    distributed.barrier()
+    return f"=> --overwrite: the earlier run's checkpoints and logs moved to '{aside}'"
+
+
+# Settings that may change between a run and its continuation without changing what is trained.
+RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
+               'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_channels_last',
+               'no_tensorboard', 'overwrite', *TEST_FLAGS}
+
+
+def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=()):
+    """The released keys: weights (with or without `module.`), start epoch, best accuracy. A checkpoint of this
+    project also restores the optimizer (and the --amp fp16 gradient scaler); its position in the epoch and
+    RNG states go back to the caller.
+
+    `checkpoint`: args.resume already loaded; `filled`: the network flags taken from its description.
+    Returns (best_prec1, batches of the start epoch already done, RNG states per process or None).
+    """
+    checkpoint = load_checkpoint(args.resume) if checkpoint is None else checkpoint
+    load_weights(unwrap(model), model_state(checkpoint))
+    args.start_epoch = int(checkpoint.get('epoch', 0))
+    iteration = int(checkpoint.get('iteration', 0))
+    full = 'optimizer' in checkpoint
+    if full:
+        try:
+            optimizer.load_state_dict(checkpoint['optimizer'])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"the optimizer state in '{args.resume}' does not fit this model: {e}") from None
+        log_changed_settings(checkpoint.get('args'), args, log, filled)
+    if scaler is not None and scaler.is_enabled() and 'scaler' in checkpoint:
+        scaler.load_state_dict(checkpoint['scaler'])
+    at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
+    log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
+    rngs = checkpoint.get('rank_rng') or ([checkpoint['rng']] if 'rng' in checkpoint else None)
+    return float(checkpoint.get('best_prec1', 0)), iteration, rngs
+
+
+def log_changed_settings(saved, args, log, filled=()):
+    """Settings given differently from the checkpoint's run (those `filled` from its description are its own:
+    a conv_config filled as widths was a key or a file name there)."""
+    if not isinstance(saved, dict):
         return
-    try:
-        os.replace(tmp, dst)
-        _fsync_folder(folder)
-    except OSError as e:
-        os.remove(tmp)
-        raise UsageError(f"cannot write '{dst}' ({e.strerror or e}); the previous file, if any, is intact") from None
+    changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in vars(args).items()
+               if k in saved and k not in RUN_CONTROL and k not in filled and saved[k] != v]
+    if changed:
+        log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
 
 
-def prune_output_prefix(checkpoint_path):
-    """Where --prune writes beside a supernet checkpoint: its path without `_checkpoint.pth.tar`, `_best.pth.tar`,
-    `_epochN.pth.tar` or `.pth.tar` (another extension: without it), e.g. DIR/checkpoint/RUN."""
-    stripped = re.sub(r'(_checkpoint|_best|_epoch\d+)?\.pth\.tar$', '', checkpoint_path)
-    return stripped if stripped != checkpoint_path else os.path.splitext(checkpoint_path)[0]
+def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None):
+    """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
+    resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng' and 'args' (plain data only), with
+    --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every
+    process calls it (rank 0 writes) and 'rank_rng' holds every process's RNG states ('rng' is rank 0's)."""
+    rngs = distributed.gather(rng_state(sampler))
+    state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
+             'best_prec1': best_prec1, 'iteration': iteration, 'optimizer': optimizer.state_dict(),
+             'rng': rngs[0], 'args': dict(vars(args))}
+    if len(rngs) > 1:
+        state['rank_rng'] = rngs
+    if scaler is not None and scaler.is_enabled():
+        state['scaler'] = scaler.state_dict()
+    if description is not None:
+        state['description'] = description
+    path = checkpoint_path(args)
+    if distributed.is_main():
+        save_atomic(state, path)
+    return path
+
+
+def keep_copies(path, epoch, is_best):
+    """RUN_best.pth.tar on a new best accuracy, RUN_epochN.pth.tar every 5 epochs (rank 0): hard links to the
+    checkpoint file just written (copies where links cannot be made)."""
+    if not distributed.is_main():
+        return
+    prefix = prune_output_prefix(path)
+    if is_best:
+        link_atomic(path, prefix + '_best.pth.tar')
+    if epoch % 5 == 0:
+        link_atomic(path, prefix + '_epoch%d.pth.tar' % epoch)

@@ -3,7 +3,7 @@ the confusion matrix picture."""
 import numpy as np
 
 from . import distributed
-from .checkpoint import write_atomic
+from cakes.files import write_atomic
 
 SHOWN = 3  # best and worst classes on the console; the log file gets every class
 

@@ -2,7 +2,7 @@
 import os
 import sys
 
-from .progress import ProgressBar
+from cakes.progress import ProgressBar
 
 
 class RunLog:

@@ -1,5 +1,8 @@
 """Preemption: on SIGTERM or SIGINT, training finishes its iteration, saves, and exits 128 + the signal."""
+import atexit
 import contextlib
+import functools
+import multiprocessing
 import signal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -53,3 +56,18 @@ def ignore_stop_signals(worker_id):
     """DataLoader workers leave stop signals to the main process, which ends them after saving."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+@functools.cache
+def end_workers_at_exit():
+    """In the main process, once: at exit, kill the loader workers still alive (after an error the failed
+    run's iterators may still hold them). multiprocessing's own exit handler would SIGTERM them, which they
+    ignore, then wait for them for ever. Registered after it, this handler runs before it."""
+    atexit.register(_kill_daemonic_children)
+
+
+def _kill_daemonic_children():
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()

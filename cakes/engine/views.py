@@ -3,6 +3,7 @@ probabilities; accuracy and loss are taken on that score."""
 import torch
 import torch.nn.functional as F
 
+from cakes import data
 from cakes.data import normalize_uint8
 
 from .precision import autocast
@@ -56,3 +57,18 @@ class ViewScorer:
         if not self.scores:
             return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
         return torch.cat(self.scores), torch.cat(self.labels)
+
+
+# The flags of --evaluate's test protocol, with their defaults: none given is the released validation.
+TEST_FLAGS = {'test_crops': 1, 'full_res': False, 'twice_sample': False, 'dense_sample': False, 'softmax': False,
+              'save_scores': '', 'confusion': ''}
+
+
+def given_test_flags(args):
+    """The test flags given, as --flags: none means the released validation (one centred clip, centre crop)."""
+    return ['--' + name for name, default in TEST_FLAGS.items() if getattr(args, name) != default]
+
+
+def evaluation_views(args):
+    """The test protocol of --evaluate with test flags, or None for the released validation."""
+    return data.Views.from_args(args) if args.evaluate and given_test_flags(args) else None

@@ -2,7 +2,8 @@
 
 A description is a dict of plain Python values (it loads with `weights_only=True`):
 op_code, search, conv_config (the widths themselves, a list of {kind: width} or None), arch, num_segments,
-dropout, num_class and class_names (the lines of category.txt, in label order).
+dropout, num_class and class_names (the lines of category.txt, in label order), and input_size, the crop size it
+was trained at (descriptions written before it was kept have none: 224, the released size).
 """
 from cakes.errors import UsageError
 
@@ -10,11 +11,21 @@ KEY = 'description'  # where a checkpoint keeps it
 FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class', 'class_names')
 
 
-def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names):
-    """The description of a TemporalModel built with these arguments, classes named by `class_names`."""
+RELEASED_INPUT_SIZE = 224
+
+
+def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, input_size=RELEASED_INPUT_SIZE):
+    """The description of a TemporalModel built with these arguments, classes named by `class_names`, trained on
+    crops of `input_size`."""
     return {'op_code': str(op_code), 'search': bool(search), 'conv_config': plain_config(conv_config),
             'arch': str(arch), 'num_segments': int(num_segments), 'dropout': float(dropout),
-            'num_class': len(class_names), 'class_names': [str(name) for name in class_names]}
+            'num_class': len(class_names), 'class_names': [str(name) for name in class_names],
+            'input_size': int(input_size)}
+
+
+def input_size(description):
+    """The crop size a described network was trained at; without a description (None), the released 224."""
+    return RELEASED_INPUT_SIZE if description is None else int(description.get('input_size', RELEASED_INPUT_SIZE))
 
 
 def plain_config(conv_config):

@@ -3,7 +3,7 @@ import io
 
 import torch
 
-from cakes.engine.checkpoint import write_atomic
+from cakes.files import write_atomic
 
 from .inference import fold_batchnorm
 

@@ -1,10 +1,11 @@
 """`--finetune`: start a pruned network from the channels of a supernet that pruning keeps."""
-from cakes.ops import CakesOp, KERNELS
+from cakes.ops import CakesOp
+from cakes.ops.kernels import kind_of_size
 from cakes.ops.search import kept_indices
-from cakes.engine.checkpoint import load_weights
 from cakes.errors import UsageError
 
-KIND_OF_SIZE = {size: kind for kind, (size, _) in KERNELS.items()}
+from .checkpoint import load_weights
+
 BN_ENTRIES = ('weight', 'bias', 'running_mean', 'running_var')
 
 
@@ -31,7 +32,7 @@ def _take_kept(state, name, op, dropout):
     branches = []
     while f'{name}.convs.{len(branches)}.0.weight' in state:
         branches.append(state.pop(f'{name}.convs.{len(branches)}.0.weight'))
-    kinds = [KIND_OF_SIZE[tuple(w.shape[2:])] for w in branches]
+    kinds = [kind_of_size(w.shape[2:]) for w in branches]
     width = branches[0].shape[0]
     kept = kept_indices(state[bn + 'weight'], len(branches))
     for j, (kind, planned) in enumerate(zip(op.kinds, op.widths)):

@@ -3,17 +3,19 @@ the checkpoint's description, or for released checkpoints (no description) from 
 class names of --category. The flags are reconciled with a description as main.py does."""
 from cakes.conv_config import resolve_conv_config
 from cakes.data.lists import read_categories
-from cakes.engine.checkpoint import load_checkpoint, load_weights, model_state
-from cakes.engine.network_flags import RELEASED, fill_network_flags
 from cakes.errors import UsageError
 
-from .description import build_from_description, describe, read_description
+from .checkpoint import load_checkpoint, load_weights, model_state
+from .description import build_from_description, describe, input_size, read_description
+from .flags import RELEASED, fill_network_flags
 
 
 def add_model_flags(parser):
     """--resume, main.py's model flags and --category. A model flag left out stays None: model_description
-    fills it as main.py does (cakes.engine.network_flags)."""
+    fills it as main.py does (cakes.models.flags)."""
     parser.add_argument('--resume', required=True, metavar='CKPT', help='the trained network')
+    parser.add_argument('--input_size', type=int, metavar='S', help="crop size (default: the size the network was "
+                        'trained at, from its description; 224 for a released checkpoint)')
     model = parser.add_argument_group(
         'the model flags of main.py', 'not needed for a checkpoint that describes its network (given, they must '
         "agree with it); a released checkpoint (without a description) takes them, default main.py's")
@@ -47,9 +49,13 @@ def model_description(args, checkpoint):
 
 
 def load_network(args):
-    """(model in eval mode with the checkpoint's weights, its description)."""
+    """(model in eval mode with the checkpoint's weights, its description); --input_size filled from it."""
     checkpoint = load_checkpoint(args.resume)
     description = model_description(args, checkpoint)
+    if args.input_size is None:
+        args.input_size = input_size(description)
+    if args.input_size < 1:
+        raise UsageError(f'--input_size {args.input_size}: the crop size must be at least 1')
     try:
         model = build_from_description(description)
     except ValueError as e:

@@ -34,6 +34,11 @@ def op_spec(op_code):
     return OP_CODES[op_code]
 
 
+def cakes_op_code(kinds):
+    """The CAKES op code whose branches are `kinds` in branch order, or None."""
+    return next((code for code in CAKES_OPS if OP_CODES[code].kinds == tuple(kinds)), None)
+
+
 def pruned_op_code(op_code):
     """The op code of the network a supernet prunes to (a dropout supernet's CAKES op)."""
     return op_code[:-len('_dropout')] if op_spec(op_code).family == 'dropout' else op_code

@@ -1,13 +1,14 @@
-"""main.py's network flags (--op_code, --conv_config, --arch, --num_segments, --search): a flag that is not
-given takes the value of the checkpoint's description (`cakes.models.description`), else its default; a
-flag that is given must agree with the description."""
+"""The network flags of main.py and the tools (--op_code, --conv_config, --arch, --num_segments, --search): a
+flag that is not given takes the value of the checkpoint's description (`cakes.models.description`), else its
+default; a flag that is given must agree with the description."""
 import os
 
-from ..conv_config import resolve_conv_config
-from ..errors import UsageError
-from ..models.description import plain_config
-from ..ops import pruned_op_code
+from cakes.conv_config import resolve_conv_config
+from cakes.errors import UsageError
+from cakes.ops import pruned_op_code
+
 from .checkpoint import prune_output_prefix
+from .description import plain_config
 
 FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
 # main.py's defaults, for tools that take these flags without main.py's parser (cakes.models.loading).

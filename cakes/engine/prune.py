@@ -1,0 +1,62 @@
+"""--prune: the pruned conv_config of a supernet, printed, written to ./conv_config.txt as released and beside the
+supernet checkpoint, with a picture of its kernel mix."""
+import os
+
+from cakes import ops
+from cakes.errors import UsageError
+from cakes.files import free_backup_name, write_text_atomic
+from cakes.models.budget import prune_video_to_budget
+from cakes.models.checkpoint import load_weights, model_state, prune_output_prefix
+from cakes.plot import describe_config, save_config_picture
+
+from .run import build_model
+
+
+def prune(args, source):
+    """Load the supernet, print its pruned conv_config and write it to ./conv_config.txt and beside the
+    supernet checkpoint."""
+    state = model_state(source.take(args.prune_model_path))
+    classifier = state.get('new_fc.weight', state.get('base_model.fc.weight'))
+    if classifier is None:
+        raise UsageError(f"'{args.prune_model_path}' has no classifier weights: not a checkpoint of this model")
+    model = build_model(args, classifier.shape[0], None, dropout=args.dropout if 'new_fc.weight' in state else 0)
+    load_weights(model, state)
+    config = ops.prune_config(model.cakes_ops()) if args.target_gflops is None else prune_to_gflops(args, model)
+    text = str(config)  # a Python literal of plain ints, as config.py takes it
+    print(text)
+    prefix = prune_output_prefix(args.prune_model_path)
+    # A budget's config has a name of its own: RUN_conv_config.txt stays the one --finetune copies channels for.
+    output = prefix + '_conv_config' + ('' if args.target_gflops is None else f'_{args.target_gflops:g}gflops')
+    write_pruned_config(text + '\n', output + '.txt')
+    name = os.path.basename(prefix) + ('' if args.target_gflops is None else
+                                       f'\npruned to at most {args.target_gflops:g} GFLOPs')
+    picture = output + '.png'
+    save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
+                        picture)
+    print(f'kernel mix picture written to {picture}')
+
+
+def write_pruned_config(text, beside):
+    """./conv_config.txt as released (a different config already there is moved to ./conv_config.txt.bak, or
+    .bak.1, .bak.2, ... when that is taken: never lost), and the same file beside the supernet checkpoint."""
+    released = 'conv_config.txt'
+    if os.path.isfile(released):
+        with open(released) as f:
+            previous = f.read()
+        if previous != text:
+            backup = free_backup_name(released)
+            os.replace(released, backup)
+            print(f'moved the previous ./conv_config.txt (another config) to ./{backup}')
+    write_text_atomic(released, text)
+    print('conv_config written to ./conv_config.txt: paste it into conv_configs in config.py')
+    write_text_atomic(beside, text)
+    print(f'conv_config also written beside the supernet: {beside}')
+
+
+def prune_to_gflops(args, model):
+    budget = prune_video_to_budget(model, args.target_gflops * 1e9, args.input_size)
+    print(f'FLOPs budget {args.target_gflops:g} GFLOPs: pruned network {budget.flops / 1e9:.3f} GFLOPs, '
+          f'{args.target_gflops - budget.flops / 1e9:.3f} below the target ({args.num_segments} frames, '
+          f'{args.input_size}x{args.input_size}; lambda {budget.lam * 1e9:.4g} per GFLOP'
+          + (': the released rule already fits)' if budget.lam == 0 else ')'))
+    return budget.config

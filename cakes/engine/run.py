@@ -1,0 +1,236 @@
+"""A training or evaluation run of main.py: the network built and placed on the devices, resumed or initialised,
+then trained epoch by epoch (saving, validating, stopping on a signal) or evaluated once."""
+import dataclasses
+import os
+
+import torch
+from torch import nn
+
+from cakes import data
+from cakes import ops
+from cakes.errors import UsageError
+from cakes.models import TemporalModel, describe
+from cakes.models.checkpoint import load_checkpoint, model_state
+from cakes.models.finetune import init_from_supernet
+
+from . import distributed
+from .board import Board
+from .checkpoint import auto_resume, check_overwrite, keep_copies, resume, run_name, save
+from .class_report import finish_evaluation
+from .loaders import cap_workers, make_loader
+from .log import RunLog
+from .loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
+from .precision import grad_scaler
+from .preempt import StopRequest
+from .resume import restore_process_rng, seed_process
+from .schedule import make_optimizer
+from .views import ViewScorer, evaluation_views
+
+
+@dataclasses.dataclass
+class Source:
+    """The checkpoint that --resume, --prune_model_path (with --prune) or --finetune names, loaded once, its
+    description (None: a released checkpoint) and the network flags filled from it."""
+    path: str = ''
+    checkpoint: dict = None
+    description: dict = None
+    filled: set = frozenset()
+
+    def take(self, path):
+        """The checkpoint at `path`: the one loaded here, handed over once (it may be large), else loaded."""
+        if path == self.path and self.checkpoint is not None:
+            checkpoint, self.checkpoint = self.checkpoint, None
+            return checkpoint
+        return load_checkpoint(path)
+
+
+def check_batch(batch_size, gpus):
+    """nn.DataParallel splits every batch across the visible GPUs: each needs at least one sample."""
+    if batch_size < 1:
+        raise UsageError(f'-b {batch_size}: the batch size must be at least 1')
+    if batch_size < gpus:
+        raise UsageError(f'-b {batch_size} is smaller than the {gpus} visible GPUs (each needs a sample of the '
+                         f'batch): raise -b to at least {gpus} or make fewer GPUs visible with CUDA_VISIBLE_DEVICES')
+
+
+def build_model(args, num_class, conv_config, dropout=None, pretrained=None):
+    return TemporalModel(num_class, args.num_segments, op_code=args.op_code, search=args.search,
+                         conv_config=conv_config, backbone=args.arch,
+                         dropout=args.dropout if dropout is None else dropout, pretrained=pretrained)
+
+
+def layout(args, num_class, conv_config):
+    """{key: shape} of the network's state_dict, built on the meta device (no memory, no computing)."""
+    with torch.device('meta'):
+        return {k: tuple(v.shape) for k, v in build_model(args, num_class, conv_config).state_dict().items()}
+
+
+def pretrained_source(args):
+    """ImageNet weights only when training from scratch: resume, evaluate and finetune bring their own."""
+    if args.resume or args.evaluate or args.finetune or args.pretrained.lower() == 'none':
+        return None
+    return args.pretrained
+
+
+def check_classes(source, class_names, args):
+    """A described network was trained on as many classes as the dataset's category.txt lists."""
+    described = source.description['num_class']
+    if described != len(class_names):
+        raise UsageError(f"'{source.path}' holds a network for {described} classes but the {args.dataset} "
+                         f'category.txt under {args.root_path} lists {len(class_names)}: give the --dataset and '
+                         '--root_path it was trained on')
+
+
+def run(args, conv_config, source=None):
+    source = source or Source()
+    if distributed.active():
+        check_batch(args.batch_size, 0)
+        batch_size, gpus = distributed.process_batch(args.batch_size), int(torch.cuda.is_available())
+    else:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check_batch(args.batch_size, gpus)
+        batch_size = args.batch_size
+    seed_process(args.seed, distributed.rank())
+
+    main_process = distributed.is_main()
+    log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv') if main_process else None,
+                 console=main_process)
+    if args.auto_resume:
+        auto_resume(args, log)
+    class_names = data.class_names(args.dataset, args.root_path)
+    described = source.description is not None and source.path in (args.resume, args.finetune)
+    if described:
+        check_classes(source, class_names, args)
+    description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
+                           class_names, args.input_size)
+    moved = None if args.evaluate else check_overwrite(args, description, layout(args, len(class_names), conv_config))
+    if moved:
+        log(moved)
+    cap_workers(args, log)
+    with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
+        model = build_model(args, len(class_names), conv_config, pretrained=pretrained_source(args))
+    if args.finetune:
+        init_from_supernet(model, model_state(source.take(args.finetune)))
+        log(f"=> initialised from the kept channels of supernet '{args.finetune}'")
+
+    model, device = place_model(args, model, gpus)
+    optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
+    scaler = grad_scaler(device, args.amp)
+    best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler, source.take(args.resume),
+                                                source.filled if source.path == args.resume else ())
+                                         if args.resume else (0.0, 0, None))
+    criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
+    loop = Run(args, model, criterion, optimizer, scaler, device, log)
+    views = evaluation_views(args)
+    val_loader = make_loader(args, 'val', batch_size, views)
+    if args.evaluate:
+        evaluate(args, loop, val_loader, best_prec1, views)
+        return
+
+    train_loader = make_loader(args, 'train', batch_size)
+    if rngs is not None:  # last: building the model and the loaders drew from them
+        restore_process_rng(rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
+    loop.board = make_board(args, len(train_loader), start_iteration)
+    try:
+        train(loop, (train_loader, val_loader), best_prec1, start_iteration, description)
+    finally:
+        loop.board.close()
+
+
+def place_model(args, model, gpus):
+    """Memory format and SyncBN first (DDP registers the parameters as they are), then the device and the
+    wrapper: DDP under torchrun, nn.DataParallel over the visible GPUs as released, else the bare model on
+    the CPU. Returns (model, device)."""
+    if channels_last(args):
+        model.use_channels_last()
+    if gpus or distributed.active() and torch.cuda.is_available():
+        # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
+        torch.backends.cudnn.benchmark = args.seed is None
+        torch.backends.cudnn.deterministic = args.seed is not None
+    if distributed.active():
+        if args.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        device = distributed.device()
+        # Dropout supernets leave branches unused in a step, differently in each process.
+        unused = ops.op_spec(args.op_code).family == 'dropout'
+        model = nn.parallel.DistributedDataParallel(model.to(device), device_ids=[device] if gpus else None,
+                                                    find_unused_parameters=unused)
+        return model, device
+    if gpus:
+        return nn.DataParallel(model.to('cuda')), torch.device('cuda')
+    return model, torch.device('cpu')
+
+
+def channels_last(args):
+    """--channels_last or --no_channels_last; else on when training on a CPU (faster on every CPU measured),
+    off for --evaluate (the plain form prints the released numbers to the last digit) and on GPUs (not
+    measured there)."""
+    if args.channels_last or args.no_channels_last:
+        return args.channels_last
+    return not args.evaluate and not torch.cuda.is_available()
+
+
+def make_board(args, iters, start_iteration):
+    """TensorBoard events under CHECKPOINT_DIR/log/RUN_tb/ from rank 0; a resumed run purges the points that
+    the interrupted one wrote past where it continues."""
+    if args.no_tensorboard or not distributed.is_main():
+        return Board()
+    return Board(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '_tb'),
+                 purge_step=args.start_epoch * iters + start_iteration)
+
+
+def stop_run(stop, log, path, epoch, iteration):
+    """After a stop signal: one line saying where the run stopped and how to continue, then exit."""
+    log(f"{stop.name}: stopped at epoch {epoch}, iteration {iteration}; saved '{path}': continue with "
+        f'--resume {path} (or --auto_resume)')
+    distributed.barrier()  # no process ends (which makes torchrun end the others) before rank 0 has saved
+    raise SystemExit(stop.exit_status)
+
+
+def train(run, loaders, best_prec1, start_iteration, description=None):
+    """The epochs from args.start_epoch. On SIGTERM/SIGINT (to any process): finish the iteration (or abandon
+    validation, which a resumed run repeats), save where training is, exit 128 + signal. Every checkpoint
+    holds `description`."""
+    args = run.args
+    train_loader, val_loader = loaders
+    sampler = train_loader.sampler
+    iters = len(train_loader)
+    # The released loop does not validate dropout supernets during their search.
+    validates = ops.op_spec(args.op_code).family != 'dropout'
+
+    def save_at(epoch, iteration):
+        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler, description)
+
+    with StopRequest(distributed.all_reduce_max if distributed.active() else None).installed() as stop:
+        run.stop = stop
+        for epoch in range(args.start_epoch, args.epochs):
+            done = train_epoch(run, train_loader, epoch, start_iteration)
+            start_iteration = 0
+            if stop.poll():
+                stop_run(stop, run.log, save_at(epoch, done), epoch, done)
+            last_step = (epoch + 1) * iters - 1  # TensorBoard: per-epoch points at the epoch's last iteration
+            log_search(run, last_step)
+            if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
+                continue
+            log_search_picture(run, epoch + 1, last_step)
+            prec1 = validate(run, val_loader, best_prec1, last_step) if validates else 0.0
+            if prec1 is None:
+                stop_run(stop, run.log, save_at(epoch, done), epoch, done)
+            is_best = prec1 > best_prec1
+            best_prec1 = max(prec1, best_prec1)
+            path = save_at(epoch + 1, 0)
+            keep_copies(path, epoch + 1, is_best)
+            if stop.poll() and epoch + 1 < args.epochs:
+                stop_run(stop, run.log, path, epoch + 1, 0)
+
+
+def evaluate(args, loop, loader, best_prec1, views):
+    """--evaluate: the released validation, or under a test protocol the views' average, then per-class
+    accuracy, the scores file and the confusion matrix."""
+    if views is None:
+        validate(loop, loader, best_prec1)
+        return
+    scorer = ViewScorer(views, args.softmax, loader.batch_size)
+    validate(loop, loader, best_prec1, scorer=scorer)
+    finish_evaluation(scorer, loader, data.class_names(args.dataset, args.root_path), loop.log,
+                      args.save_scores, args.confusion)
