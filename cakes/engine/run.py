@@ -97,7 +97,7 @@ def run(args, conv_config, source=None):
                  console=main_process)
     if args.auto_resume:
         auto_resume(args, log)
-    class_names = data.class_names(args.dataset, args.root_path)
+    class_names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
     described = source.description is not None and source.path in (args.resume, args.finetune)
     if described:
         check_classes(source, class_names, args)
@@ -232,5 +232,5 @@ def evaluate(args, loop, loader, best_prec1, views):
         return
     scorer = ViewScorer(views, args.softmax, loader.batch_size)
     validate(loop, loader, best_prec1, scorer=scorer)
-    finish_evaluation(scorer, loader, data.class_names(args.dataset, args.root_path), loop.log,
-                      args.save_scores, args.confusion)
+    names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
+    finish_evaluation(scorer, loader, names, loop.log, args.save_scores, args.confusion)
