@@ -27,7 +27,7 @@ from cakes.engine import distributed
 from cakes.engine.precision import AMP_DTYPES
 from cakes.engine.prune import prune
 from cakes.engine.run import Source, run
-from cakes.engine.views import given_test_flags
+from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.description import input_size
@@ -166,11 +166,12 @@ def check_combinations(args):
         raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
-    if args.evaluate and not args.resume and not args.auto_resume:
-        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     test_only = [flag for flag in given_test_flags(args) if flag != '--dense_sample']  # which also trains densely
     if test_only and not args.evaluate:
         raise UsageError(f'{test_only[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
+    evaluation_views(args)  # refuses a protocol that cannot be run (--twice_sample with --dense_sample)
+    if args.evaluate and not args.resume and not args.auto_resume:
+        raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')
     if args.auto_resume and args.resume:
         raise UsageError('give either --resume CKPT or --auto_resume (the run\'s own checkpoint), not both')
     if args.overwrite and (args.auto_resume or args.evaluate or args.prune):
