@@ -121,7 +121,8 @@ def add_view_flags(parser):
                              '10 those five and their flips, of the frame scaled to 256*S/224')
     parser.add_argument('--full_res', action='store_true', help='crops of 256*S/224 pixels instead of S')
     parser.add_argument('--twice_sample', action='store_true', help='two clips per video (TSM)')
-    parser.add_argument('--dense_sample', action='store_true', help='frames 64/T apart (TSM): with --evaluate ten clips per video; in training '
-                        'one clip from a random start (validation: the middle start)')
+    parser.add_argument('--dense_sample', action='store_true',
+                        help='frames 64/T apart (TSM): with --evaluate ten clips per video; in training one clip '
+                             'from a random start (validation: the middle start)')
     parser.add_argument('--softmax', action='store_true',
                         help='average the views\' softmax probabilities instead of their logits')
