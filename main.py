@@ -105,6 +105,10 @@ def build_parser():
     p.add_argument('--target_gflops', type=float, default=None,
                    help='with --prune: keep C channels per layer trading |BN scale| against FLOPs so that the pruned '
                         'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule)')
+    p.add_argument('--width_multiple', type=int, default=1, metavar='M',
+                   help='with --prune: as many channels per block, every branch width a multiple of M (8 for tensor '
+                        'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
+                        '--target_gflops (default 1: the released rule)')
     # Testing as the papers test (with --evaluate; SPEC section 9).
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
@@ -164,6 +168,9 @@ def check_combinations(args):
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
         raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
+    if args.width_multiple != 1 and (not args.prune or args.width_multiple < 1):
+        raise UsageError('--width_multiple M makes the branch widths that --prune chooses multiples of M: add --prune '
+                         'and give M >= 1')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
     test_only = [flag for flag in given_test_flags(args) if flag != '--dense_sample']  # which also trains densely

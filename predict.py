@@ -3,7 +3,8 @@
     python predict.py --resume CKPT video.webm 12345/ [--json] [--test_crops 3 --twice_sample]
 
 The network and the class names come from the checkpoint's description; a released checkpoint has none:
-give the model flags it was trained with (as for main.py) and --category category.txt. An input that cannot
+give the model flags it was trained with (as for main.py) and --category category.txt (as many names as its
+classifier has classes). An input that cannot
 be read is named in one line on stderr, the others are still predicted, and the exit status is 1.
 """
 import argparse
@@ -38,12 +39,14 @@ def build_parser():
     return p
 
 
-def probabilities(model, views, args):
-    """Class probabilities of one video from its (V, T*3, s, s) views."""
+def probabilities(model, views, protocol, batch_size):
+    """Class probabilities of one video from its (V, T*3, s, s) views: the softmax of the mean logits (with or
+    without --softmax, as TSM), or with --average_probabilities the mean of the views' probabilities."""
+    mean_probabilities = protocol.averaging == 'probabilities'
     with torch.no_grad():
-        scores = average_views(view_logits(model, views[None], torch.device('cpu'), chunk=args.batch_size),
-                               args.softmax)[0]
-    return scores if args.softmax else scores.softmax(-1)
+        scores = average_views(view_logits(model, views[None], torch.device('cpu'), chunk=batch_size),
+                               mean_probabilities)[0]
+    return scores if mean_probabilities else scores.softmax(-1)
 
 
 def show(path, probs, names, views, as_json):
@@ -74,7 +77,7 @@ def main(argv=None):
             print(f'error: {e}', file=sys.stderr, flush=True)
             failed += 1
             continue
-        show(path, probabilities(model, clips, args), description['class_names'], views, args.json)
+        show(path, probabilities(model, clips, views, args.batch_size), description['class_names'], views, args.json)
     return 1 if failed else 0
 
 

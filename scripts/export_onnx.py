@@ -29,7 +29,7 @@ TOLERANCE = 1e-3  # relative to the largest logit
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('out', metavar='OUT.onnx')
-    add_model_flags(p)
+    add_model_flags(p, names=False)
     return p.parse_args(argv)
 
 
@@ -43,7 +43,7 @@ def largest_difference(model, path, clip):
 
 def main(argv=None):
     args = parse_args(argv)
-    model, description = load_network(args)
+    model, description = load_network(args, names=False)
     if ops.op_spec(description['op_code']).family == 'dropout':
         raise UsageError(f"{args.resume} is a dropout supernet ({description['op_code']}), which picks its channels "
                          'from the BN scales as it runs: prune it (main.py --prune) and export the pruned network')

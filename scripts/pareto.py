@@ -2,9 +2,12 @@
     python scripts/pareto.py --run a_scores.npz a_best.pth.tar --run b_scores.npz b_best.pth.tar --out pareto.png
 Each run is the `--save_scores` file of its evaluation (arrays 'ids', 'labels', 'scores': videos x classes)
 and the checkpoint it evaluated, whose description (op_code, conv_config, arch, num_segments) gives its
-parameters and GFLOPs (complexity counter at --input_size). Top-1 is over the videos in the scores file.
+parameters and GFLOPs (complexity counter at --input_size); a released checkpoint (no description) takes main.py's
+model flags (--op_code, --conv_config, ...: the same for every released run) and its classifier's number of
+classes. Top-1 is over the videos in the scores file.
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -20,7 +23,8 @@ from cakes.complexity import count_flops, count_params  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from cakes.models import build_from_description, read_description  # noqa: E402
+from cakes.models import build_from_description  # noqa: E402
+from cakes.models.loading import add_model_flags, model_description  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402
 
 COMPLEXITY = os.path.join(ROOT, 'tests', 'data', 'complexity.json')
@@ -37,6 +41,7 @@ def parse_args(argv):
                    help='the --save_scores file of an evaluation and the checkpoint evaluated (repeat per run)')
     p.add_argument('--out', required=True, help='the PNG to write')
     p.add_argument('--input_size', type=int, default=224, help='crop size the runs were evaluated at')
+    add_model_flags(p, resume=False, names=False)
     return p.parse_args(argv)
 
 
@@ -54,13 +59,13 @@ def top1(scores_path):
     return 100.0 * float((scores.argmax(axis=1) == labels).mean()), len(labels)
 
 
-def run_point(scores_path, checkpoint_path, input_size=224):
-    """{'label', 'top1', 'videos', 'params', 'flops'} of an evaluated checkpoint."""
+def run_point(scores_path, checkpoint_path, input_size=224, flags=None):
+    """{'label', 'top1', 'videos', 'params', 'flops'} of an evaluated checkpoint; `flags` (the parsed model
+    flags) build a released checkpoint's network."""
     accuracy, videos = top1(scores_path)
-    description = read_description(load_checkpoint(checkpoint_path))
-    if description is None:
-        raise UsageError(f"'{checkpoint_path}' has no description (op_code, conv_config, ...): give a checkpoint "
-                         "written by this project's main.py")
+    flags = copy.copy(flags) if flags is not None else parse_args(['--run', '', '', '--out', ''])
+    flags.resume = checkpoint_path  # each run fills the flags it leaves out from its own checkpoint
+    description = model_description(flags, load_checkpoint(checkpoint_path), names=False)
     with torch.device('meta'):
         model = build_from_description(description)
     label = f"{os.path.basename(prune_output_prefix(checkpoint_path))} {description['num_segments']}f"
@@ -101,7 +106,7 @@ def pareto_figure(runs, published):
 
 def main(argv=None):
     args = parse_args(argv)
-    runs = [run_point(scores, checkpoint, args.input_size) for scores, checkpoint in args.run]
+    runs = [run_point(scores, checkpoint, args.input_size, args) for scores, checkpoint in args.run]
     for p in runs:
         print(f"{p['label']}: top-1 {p['top1']:.3f} over {p['videos']} videos, {p['params'] / 1e6:.2f} M params, "
               f"{p['flops'] / 1e9:.2f} GFLOPs")

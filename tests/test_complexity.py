@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-import config
+from cakes.configs import RELEASED
 from cakes.models import TemporalModel
 from cakes.complexity import count_flops, count_params
 
@@ -22,7 +22,7 @@ ROW_IDS = [f"{row['op_code']}-{row['conv_config'] or 'default'}" for row in ROWS
 
 
 def meta_model(row, num_segments):
-    conv_config = config.conv_configs[row['conv_config']] if row['conv_config'] else None
+    conv_config = RELEASED[row['conv_config']] if row['conv_config'] else None
     with torch.device('meta'):
         return TemporalModel(num_class=174, num_segments=num_segments, op_code=row['op_code'],
                              conv_config=conv_config, backbone='resnet50', dropout=0.3, pretrained=None)
@@ -58,7 +58,7 @@ def test_count_flops_on_cpu_equals_meta():
     row = ROWS[7]  # conv1_2_3d CAKES123D_P
     torch.manual_seed(0)
     cpu_model = TemporalModel(num_class=174, num_segments=2, op_code=row['op_code'],
-                              conv_config=config.conv_configs[row['conv_config']], pretrained=None)
+                              conv_config=RELEASED[row['conv_config']], pretrained=None)
     assert count_flops(cpu_model, 2, input_size=64) == count_flops(meta_model(row, 2), 2, input_size=64)
     assert count_params(cpu_model) == row['params']
 
@@ -85,7 +85,7 @@ def test_script_unknown_conv_config():
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith('error:')
     assert 'CAKES999D_X' in lines[0]
-    for key in config.conv_configs:
+    for key in RELEASED:
         assert key in lines[0]
     assert 'Traceback' not in result.stderr
 
@@ -101,7 +101,7 @@ def test_script_accepts_a_conv_config_file(tmp_path, capsys):
     """A conv_config.txt (the list --prune prints) counts the same as the config.py key."""
     row = next(r for r in ROWS if r['conv_config'] == 'CAKES12D_C')
     path = tmp_path / 'conv_config.txt'
-    path.write_text(repr(config.conv_configs['CAKES12D_C']))
+    path.write_text(repr(RELEASED['CAKES12D_C']))
     script = load_script_module()
     script.main(['--op_code', row['op_code'], '--conv_config', str(path), '--json'])
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -340,6 +340,10 @@ def test_prune_config_to_flops_budgets_on_r3d_18(r3d, r3d_supernet):
         # (64 input channels, 4x16x16 output voxels).
         assert target - achieved[-1] <= 2 * 64 * (27 - 3) * 4 * 16 * 16
     assert achieved == sorted(achieved, reverse=True) and len(set(achieved)) == 3
+    # Above the released choice the budget is spent on costlier kernels, as close.
+    target = 1.15 * released
+    above = pruned_flops(r3d, convert.prune_config(r3d_supernet, target_flops=target, example_input=CLIP))
+    assert released < above <= target and target - above <= 2 * 64 * (27 - 3) * 4 * 16 * 16
 
 
 def test_budget_on_layers_narrower_than_their_kinds_and_its_range():
@@ -369,3 +373,12 @@ def test_budget_on_a_forward_that_cannot_run_on_meta():
     released = pruned_flops(model, convert.prune_config(supernet), x)
     config = convert.prune_config(supernet, target_flops=released - 1, example_input=x)
     assert pruned_flops(model, config, x) <= released - 1
+
+
+def test_prune_config_with_a_width_multiple_on_r3d_18(r3d_supernet):
+    released = convert.prune_config(r3d_supernet)
+    config = convert.prune_config(r3d_supernet, width_multiple=8)
+    assert {name: sum(widths.values()) for name, widths in config.items()} == \
+        {name: sum(widths.values()) for name, widths in released.items()}
+    assert all(w % 8 == 0 for widths in config.values() for w in widths.values()) and config != released
+    assert convert.prune_config(r3d_supernet, width_multiple=1) == released

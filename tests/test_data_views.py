@@ -92,7 +92,8 @@ def test_views_are_cut_clip_by_clip_and_crop_by_crop_with_flips():
 
 def test_describe_names_the_protocol():
     assert Views(3, twice=True).describe() == '3 crops x 2 clips per video, logits averaged'
-    assert Views().describe(softmax=True) == '1 crop x 1 clip per video, softmax probabilities averaged'
+    assert Views(averaging='probabilities').describe() == '1 crop x 1 clip per video, softmax probabilities averaged'
+    assert Views(averaging='softmax').describe() == '1 crop x 1 clip per video, logits averaged, then softmax'
     assert Views(10, full_res=True, dense=True).describe() == \
         '10 crops x 10 clips per video, full resolution, logits averaged'
     assert Views(5, dense=True).count == 50

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-import config
+from cakes.configs import RELEASED
 import main
 from cakes.engine import checkpoint as engine_checkpoint
 from cakes.models import TemporalModel
@@ -185,9 +185,9 @@ def mismatch(checkpoint_model, model):
 
 
 def test_a_checkpoint_of_another_config_names_the_first_differing_block():
-    message = mismatch(meta_model('conv1_2_3d', conv_config=config.conv_configs['CAKES123D_P']),
-                       meta_model('conv1_2_3d', conv_config=config.conv_configs['CAKES123D_C']))
-    theirs, ours = config.conv_configs['CAKES123D_P'], config.conv_configs['CAKES123D_C']
+    message = mismatch(meta_model('conv1_2_3d', conv_config=RELEASED['CAKES123D_P']),
+                       meta_model('conv1_2_3d', conv_config=RELEASED['CAKES123D_C']))
+    theirs, ours = RELEASED['CAKES123D_P'], RELEASED['CAKES123D_C']
     first = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
     assert 'shape (checkpoint vs model)' in message and '(--op_code conv1_2_3d)' in message
     assert f'has widths {dict((k, v) for k, v in theirs[first].items() if v)}' in message

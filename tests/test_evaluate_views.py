@@ -31,7 +31,7 @@ def test_logits_and_softmax_averaging_can_disagree():
     logits = torch.tensor([[[4.0, 0, 0], [4.0, 0, 0], [0, 10.0, 0]]])
     mean_logits = average_views(logits)
     assert torch.allclose(mean_logits, torch.tensor([[8 / 3, 10 / 3, 0]]))
-    probs = average_views(logits, softmax=True)
+    probs = average_views(logits, probabilities=True)
     a = [math.exp(4) / (math.exp(4) + 2), 1 / (math.exp(4) + 2)]
     b = [1 / (math.exp(10) + 2), math.exp(10) / (math.exp(10) + 2)]
     expected = [(2 * a[0] + b[0]) / 3, (2 * a[1] + b[1]) / 3, (2 * a[1] + b[0]) / 3]
@@ -41,12 +41,12 @@ def test_logits_and_softmax_averaging_can_disagree():
     # loss on the average: cross-entropy of the mean logits, NLL of the mean probability
     log_sum = math.log(math.exp(8 / 3) + math.exp(10 / 3) + 1)
     assert view_loss(mean_logits, target).item() == pytest.approx(log_sum - 8 / 3, rel=1e-5)
-    assert view_loss(probs, target, softmax=True).item() == pytest.approx(-math.log(expected[0]), rel=1e-5)
+    assert view_loss(probs, target, probabilities=True).item() == pytest.approx(-math.log(expected[0]), rel=1e-5)
 
 
 def test_softmax_loss_stays_finite_when_the_target_has_no_probability():
     scores = torch.tensor([[1.0, 0.0]])
-    assert math.isfinite(view_loss(scores, torch.tensor([1]), softmax=True).item())
+    assert math.isfinite(view_loss(scores, torch.tensor([1]), probabilities=True).item())
 
 
 def test_class_accuracy_and_confusion():
@@ -118,19 +118,57 @@ def test_three_crops_two_clips_scores_file_and_class_report(data, checkpoint, tm
         assert image.width > 2000 and image.height > 2000  # 174 legible names need room
 
 
-def test_softmax_averaging_changes_the_loss_line(data, checkpoint, tmp_path, capsys):
-    printed = evaluate(data, tmp_path, checkpoint, capsys, '--test_crops', '5', '--softmax')
-    assert '5 crops x 1 clip per video, softmax probabilities averaged\nTesting Results: ' in printed
+def test_softmax_is_tsms_softmax_of_the_mean_logits_and_probability_averaging_has_its_own_flag(
+        data, checkpoint, tmp_path, capsys):
+    def scored(name, *flags):
+        path = tmp_path / f'{name}.npz'
+        printed = evaluate(data, tmp_path / name, checkpoint, capsys, '--test_crops', '5', '--save_scores', str(path),
+                           *flags)
+        return printed, np.load(path, allow_pickle=False)
+
+    logits_printed, logits = scored('logits')
+    softmax_printed, softmax = scored('softmax', '--softmax')
+    assert '5 crops x 1 clip per video, logits averaged, then softmax\nTesting Results: ' in softmax_printed
+    # TSM: the same Prec@1, Prec@5 and loss; the scores written are the softmax of the mean logits
+    assert results(softmax_printed) == results(logits_printed)
+    assert np.allclose(softmax['scores'], torch.from_numpy(logits['scores']).softmax(-1).numpy(), atol=1e-6)
+    assert str(softmax['protocol']) == '5 crops x 1 clip per video, logits averaged, then softmax'
+    # PySlowFast's protocol: the mean of the views' probabilities, its own loss
+    mean_printed, mean = scored('mean', '--average_probabilities')
+    assert '5 crops x 1 clip per video, softmax probabilities averaged\nTesting Results: ' in mean_printed
+    assert results(mean_printed) != results(logits_printed)
+    assert np.allclose(mean['scores'].sum(1), 1, atol=1e-5)
 
 
-def test_test_flags_need_evaluate(data, tmp_path, capsys):
+def test_softmax_and_probability_averaging_together_are_refused(data, checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(data, tmp_path, checkpoint, capsys, '--softmax', '--average_probabilities')
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1 and 'not both' in err
+
+
+def test_test_flags_need_evaluate(data, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_main(data, tmp_path, '--test_crops', '3')
     assert exit_info.value.code == 2
     assert '--test_crops sets how --evaluate tests: add --evaluate' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_main(data, tmp_path, '--evaluate', '--twice_sample', '--dense_sample')
+        run_main(data, tmp_path, '--evaluate', '--resume', checkpoint, '--twice_sample', '--dense_sample')
     assert 'not both' in capsys.readouterr().err
+
+
+def test_a_released_checkpoint_of_other_classes_than_the_dataset_is_one_line(data, tmp_path, capsys):
+    args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
+    path = str(tmp_path / 'ten.pth.tar')
+    torch.save({'epoch': 1, 'state_dict': released_state(build_model(args, 10, None)), 'best_prec1': 0}, path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(data, tmp_path, '--evaluate', '--resume', path)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1
+    assert f"'{path}' holds a network for 10 classes but the somethingv1 category.txt under {data} lists 174" in err
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(data, tmp_path, '--average_probabilities')
+    assert '--average_probabilities sets how --evaluate tests: add --evaluate' in capsys.readouterr().err
 
 
 def test_two_gloo_processes_evaluate_every_video_once_as_one_process(data, checkpoint, tmp_path, capsys):
@@ -165,3 +203,23 @@ def test_console_shows_the_best_and_worst_classes_and_the_log_all(tmp_path, caps
     assert printed[1] == '  best   90.000% (9/10)  name 9'
     log = open(tmp_path / 'run.csv').read().splitlines()
     assert log[0] == printed[0] and len(log) == 2 + 9 and log[2] == '     1   10.000% (1/10)  name 1'
+
+
+def test_under_a_protocol_b_counts_views_so_batches_stay_small_and_scores_do_not_change(data, checkpoint, tmp_path,
+                                                                                       capsys):
+    from cakes.data import Views
+    from cakes.engine.loaders import make_loader
+    args = main.build_parser().parse_args(['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY])
+    views = Views(crops=3, twice=True)  # 6 views a video
+    for b, videos in ((4, 1), (12, 2), (36, 3)):  # -b 4: one video (6 views), the fewest a batch can hold
+        batch, _ = next(iter(make_loader(args, 'val', b, views)))
+        assert batch.shape[:2] == (videos, 6) and batch.shape[0] * 6 <= max(b, 6)
+    protocol = ['--test_crops', '3', '--twice_sample']
+    small = evaluate(data, tmp_path / 'small', checkpoint, capsys, *protocol, '-b', '4', '--save_scores',
+                     str(tmp_path / 'small.npz'))
+    large = evaluate(data, tmp_path / 'large', checkpoint, capsys, *protocol, '-b', '36', '--save_scores',
+                     str(tmp_path / 'large.npz'))
+    assert 'Test: [2/3]' in small and 'Test: [0/1]' in large  # 3 videos in 3 batches, or in one
+    assert results(small) == results(large)
+    assert np.allclose(np.load(tmp_path / 'small.npz')['scores'], np.load(tmp_path / 'large.npz')['scores'],
+                       atol=1e-5)

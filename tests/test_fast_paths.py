@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-import config
+from cakes.configs import RELEASED
 from cakes.models import TemporalModel
 from cakes.models.inference import fold_batchnorm
 from cakes.ops.kernels import Conv3d
@@ -18,7 +18,7 @@ SETTINGS = [('conv3d', False, None), ('conv2d', False, None), ('convp3d', False,
 
 def randomised(op_code, search, key):
     torch.manual_seed(0)
-    model = TemporalModel(7, 2, op_code=op_code, search=search, conv_config=config.conv_configs.get(key))
+    model = TemporalModel(7, 2, op_code=op_code, search=search, conv_config=RELEASED.get(key))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):

@@ -56,7 +56,8 @@ def test_every_checkpoint_describes_its_network(data, pipeline):
     categories = open(os.path.join(data, 'something-something-v1', 'category.txt')).read().split('\n')[:-1]
     searched = load(supernet)['description']
     assert searched == {'op_code': 'convst', 'search': True, 'conv_config': None, 'arch': 'resnet50',
-                        'num_segments': 2, 'dropout': 0.3, 'num_class': 174, 'class_names': categories}
+                        'num_segments': 2, 'dropout': 0.3, 'num_class': 174, 'class_names': categories,
+                        'input_size': 48}
     widths = ast.literal_eval(open(root / 'conv_config.txt').read())
     finetuned = load(pruned)['description']
     assert finetuned['op_code'] == 'convst' and finetuned['search'] is False

@@ -137,3 +137,12 @@ def test_workers_are_capped_at_the_usable_cpus(monkeypatch, workers, cpus, expec
     assert args.workers == expected
     assert lines == ([f'=> -j {workers}: this process may use {cpus} CPUs, loading with {cpus} workers']
                      if workers > cpus else [])
+
+
+def test_a_budget_out_of_reach_names_the_input_it_was_counted_at(supernet, capsys):
+    """The supernet was trained at 48x48: --prune takes that size from its description."""
+    with pytest.raises(SystemExit):
+        run_cli(main.main, ['--checkpoint_dir', 'unused', '--prune', '--prune_model_path', checkpoint(supernet),
+                            '--target_gflops', '1000'])
+    err = capsys.readouterr().err
+    assert 'FLOPs target 1000' in err and 'at 2 frames of 48x48; give a target in that range' in err, err

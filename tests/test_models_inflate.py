@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-import config
+from cakes.configs import RELEASED
 from cakes.models import TemporalModel, block_widths, inflate_resnet
 from cakes.errors import UsageError
 
@@ -160,7 +160,7 @@ INFLATE_SETTINGS = [
                          ids=[f'{o}-search{int(s)}-{c or "default"}' for o, s, c in INFLATE_SETTINGS])
 def test_pretrained_path_inflates_every_key(resnet50_2d, op_code, search, config_name):
     path, state2d = resnet50_2d
-    conv_config = config.conv_configs[config_name] if config_name else None
+    conv_config = RELEASED[config_name] if config_name else None
     torch.manual_seed(3)
     model = TemporalModel(num_class=10, num_segments=2, op_code=op_code, search=search, conv_config=conv_config,
                           backbone='resnet50', dropout=0.3, pretrained=path)

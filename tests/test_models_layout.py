@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import config
+from cakes.configs import RELEASED
 from cakes.models import TemporalModel, block_widths
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -22,7 +22,7 @@ def parse_setting(name):
     op_code, search, conf = name.split('|')
     assert search in ('search=0', 'search=1') and conf.startswith('config=')
     conf = conf[len('config='):]
-    return op_code, search == 'search=1', None if conf == '-' else config.conv_configs[conf]
+    return op_code, search == 'search=1', None if conf == '-' else RELEASED[conf]
 
 
 def build(name, num_segments=8, num_class=174, device='meta', **kwargs):
@@ -171,15 +171,15 @@ def test_resnet101_accepts_a_33_block_config_and_rejects_the_16_block_one():
         model = TemporalModel(174, 8, op_code='convst', conv_config=conf, backbone='resnet101')
         assert model.base_model.layer3[22].convT.convs[0][0].out_channels == 128
         with pytest.raises(UsageError):
-            TemporalModel(174, 8, op_code='convst', conv_config=config.conv_configs['CAKES23D_P'],
+            TemporalModel(174, 8, op_code='convst', conv_config=RELEASED['CAKES23D_P'],
                           backbone='resnet101')
 
 
 def test_conv_configs_equal_reference():
     with open(os.path.join(DATA, 'conv_configs.json')) as f:
         reference = json.load(f)
-    assert config.conv_configs == reference
-    assert list(config.conv_configs) == list(reference)
+    assert RELEASED == reference
+    assert list(RELEASED) == list(reference)
     # Every block dict keeps its key order too (CAKES123D_C lists '1xkxk' first).
     for name in reference:
-        assert [list(block) for block in config.conv_configs[name]] == [list(block) for block in reference[name]]
+        assert [list(block) for block in RELEASED[name]] == [list(block) for block in reference[name]]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import config
+from cakes.configs import RELEASED
 from cakes import ops
 from cakes.models import TemporalModel, block_widths
 from cakes.errors import UsageError
@@ -41,7 +41,7 @@ def branch_convs(op):
 @pytest.mark.parametrize('op_code,search,config_name', SHAPE_SETTINGS,
                          ids=[f'{o}-search{int(s)}-{c or "default"}' for o, s, c in SHAPE_SETTINGS])
 def test_forward_backward_shapes_and_gradients(op_code, search, config_name):
-    conv_config = config.conv_configs[config_name] if config_name else None
+    conv_config = RELEASED[config_name] if config_name else None
     torch.manual_seed(0)
     model = TemporalModel(num_class=11, num_segments=2, op_code=op_code, search=search, conv_config=conv_config,
                           backbone='resnet50', dropout=0.3, pretrained=None)
@@ -214,7 +214,7 @@ def test_search_widths_and_conv3_inputs():
 
 
 def test_config_widths_by_branch_name():
-    conf = config.conv_configs['CAKES123D_C']   # dicts list '1xkxk' first: branch order must not follow them
+    conf = RELEASED['CAKES123D_C']   # dicts list '1xkxk' first: branch order must not follow them
     with torch.device('meta'):
         model = TemporalModel(num_class=174, num_segments=8, op_code='conv1_2_3d', conv_config=conf)
     for op, entry in zip(model.cakes_ops(), conf):
@@ -228,11 +228,11 @@ def test_config_widths_by_branch_name():
 def test_check_config_accepts_the_released_configs():
     for name, code in (('CAKES12D_P', 'conv1_2d'), ('CAKES12D_C', 'conv1_2d'), ('CAKES23D_P', 'convst'),
                        ('CAKES23D_C', 'convst'), ('CAKES123D_P', 'conv1_2_3d'), ('CAKES123D_C', 'conv1_2_3d')):
-        ops.check_config(code, config.conv_configs[name], block_widths('resnet50'))
+        ops.check_config(code, RELEASED[name], block_widths('resnet50'))
 
 
 def test_check_config_wrong_number_of_blocks():
-    conf = config.conv_configs['CAKES23D_P']
+    conf = RELEASED['CAKES23D_P']
     with pytest.raises(UsageError, match='16'):
         ops.check_config('convst', conf[:-1], block_widths('resnet50'))
     with pytest.raises(UsageError):
@@ -243,7 +243,7 @@ def test_check_config_wrong_number_of_blocks():
 
 @pytest.mark.parametrize('block', [0, 5, 15])
 def test_check_config_widths_must_sum_to_block_width(block):
-    conf = [dict(entry) for entry in config.conv_configs['CAKES123D_P']]
+    conf = [dict(entry) for entry in RELEASED['CAKES123D_P']]
     conf[block]['kxkxk'] += 1
     with pytest.raises(UsageError) as info:
         ops.check_config('conv1_2_3d', conf, block_widths('resnet50'))
@@ -254,14 +254,14 @@ def test_check_config_widths_must_sum_to_block_width(block):
 
 
 def test_check_config_negative_width():
-    conf = [dict(entry) for entry in config.conv_configs['CAKES12D_P']]
+    conf = [dict(entry) for entry in RELEASED['CAKES12D_P']]
     conf[2] = {'1xkxk': 70, 'kx1x1': -6}
     with pytest.raises(UsageError, match=r'\bblock 2\b'):
         ops.check_config('conv1_2d', conf, block_widths('resnet50'))
 
 
 def test_check_config_unknown_branch_name():
-    conf = [dict(entry) for entry in config.conv_configs['CAKES23D_P']]
+    conf = [dict(entry) for entry in RELEASED['CAKES23D_P']]
     conf[4] = {'kxkxk': 64, '3x3x3': 64}
     with pytest.raises(UsageError) as info:
         ops.check_config('convst', conf, block_widths('resnet50'))
@@ -274,7 +274,7 @@ def test_check_config_unknown_branch_name():
 
 @pytest.mark.parametrize('op_code', ['conv3d', 'conv2d', 'convp3d', 'convst_dropout', 'conv1_2_3d_dropout'])
 def test_config_for_a_non_cakes_op_code(op_code):
-    conf = config.conv_configs['CAKES123D_P']
+    conf = RELEASED['CAKES123D_P']
     with pytest.raises(UsageError) as info:
         ops.check_config(op_code, conf, block_widths('resnet50'))
     assert op_code in str(info.value)

@@ -14,11 +14,15 @@ import predict
 from conftest import run_main
 from conftest_data import load_script
 from cakes.cli import run_cli
+from cakes.data import Views, normalize_uint8
+from cakes.data.inputs import load_views
 from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
+from cakes.errors import UsageError
 from cakes.models.checkpoint import released_state
-from cakes.models.flags import FLAGS, RELEASED
 from cakes.models.description import build_from_description, describe
+from cakes.models.flags import FLAGS, RELEASED, checkpoint_classes
+from cakes.models.loading import load_network
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 SSV1 = 'something-something-v1'
@@ -88,6 +92,23 @@ def test_frame_folder_prediction_is_the_evaluation_score(data, checkpoints, tmp_
     assert first['top5'][0]['class'] == saved['class_names'][top.indices[0]]
 
 
+def test_softmax_changes_no_prediction_and_probability_averaging_is_the_mean_of_the_views(data, checkpoints,
+                                                                                          capsys):
+    folder = val_folder(data)
+    plain = predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3', folder)
+    assert predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3', '--softmax', folder) == plain
+    status, out, _ = predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3',
+                                  '--average_probabilities', folder)
+    model, _ = load_network(predict.build_parser().parse_args(['--resume', checkpoints[0], folder]))
+    views = load_views(folder, Views(3), 2, 48)
+    with torch.no_grad():
+        expected = model(normalize_uint8(views)).softmax(-1).mean(0).topk(5)
+    top5 = json.loads(out)['top5']
+    assert status == 0 and top5 != json.loads(plain[1])['top5']
+    assert [entry['label'] for entry in top5] == expected.indices.tolist()
+    assert [entry['probability'] for entry in top5] == pytest.approx(expected.values.tolist(), abs=1e-5)
+
+
 @pytest.mark.parametrize('codec', ['libvpx-vp9', 'mpeg4'])
 def test_video_file_prediction(data, checkpoints, tmp_path, capsys, codec):
     video = tmp_path / ('clip.webm' if codec == 'libvpx-vp9' else 'clip.mp4')
@@ -127,6 +148,32 @@ def test_released_checkpoint_takes_the_model_flags_and_category(data, checkpoint
     from_flags = predict_main(capsys, '--resume', released, '--num_segments', '2', '--category', category,
                               val_folder(data))
     assert from_flags == predict_main(capsys, '--resume', described, val_folder(data))
+
+
+def test_released_checkpoints_take_the_number_of_classes_from_their_classifier(data, checkpoints, tmp_path,
+                                                                                capsys):
+    _, released = checkpoints
+    # export_onnx prints no class names: no --category
+    out = tmp_path / 'released.onnx'
+    assert run_cli(load_script('export_onnx').main, ['--resume', released, '--num_segments', '2', '--input_size',
+                                                     '32', str(out)]) == 0
+    assert 'output logits (batch, 174))' in capsys.readouterr().out and out.is_file()
+    # predict.py prints them: a category.txt of another length is one line
+    three = tmp_path / 'three.txt'
+    three.write_text('a\nb\nc\n')
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main(capsys, '--resume', released, '--num_segments', '2', '--category', three, val_folder(data))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count('\n') == 1
+    assert f"holds a network for 174 classes but --category {three} lists 3" in err
+
+
+@pytest.mark.parametrize('prefix', ['', 'module.'])
+@pytest.mark.parametrize('key', ['new_fc.weight', 'base_model.fc.weight'])
+def test_checkpoint_classes_reads_either_classifier_with_or_without_module(prefix, key):
+    assert checkpoint_classes({prefix + key: torch.zeros(7, 16), prefix + 'x': torch.zeros(3)}, 'c') == 7
+    with pytest.raises(UsageError, match="'c' has no classifier weights"):
+        checkpoint_classes({prefix + 'x': torch.zeros(3)}, 'c')
 
 
 def test_onnx_export_equals_pytorch_with_any_batch(checkpoints, tmp_path, capsys):

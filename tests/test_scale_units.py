@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import config
+from cakes.configs import RELEASED
 import main
 from conftest import run_main
 from conftest_data import load_script
@@ -128,7 +128,7 @@ def test_no_tensorboard_writes_no_events(data, tmp_path, capsys):
 
 def test_bf16_autocast_logits_are_close_to_float32():
     torch.manual_seed(0)
-    model = TemporalModel(174, 4, op_code='conv1_2_3d', conv_config=config.conv_configs['CAKES123D_P']).eval()
+    model = TemporalModel(174, 4, op_code='conv1_2_3d', conv_config=RELEASED['CAKES123D_P']).eval()
     clip = torch.randn(2, 12, 64, 64)
     with torch.no_grad():
         exact = model(clip)

@@ -11,6 +11,7 @@ import torch
 from conftest import RUN, run_main
 from conftest_scale import read_events
 from cakes import ops
+from cakes.complexity import count_flops, count_params
 from cakes.conv_config import conv_configs
 from cakes.files import save_atomic
 from cakes.models.checkpoint import prune_output_prefix, released_state
@@ -121,6 +122,16 @@ def test_pareto_counts_accuracy_and_cost_of_each_run(tmp_path, capsys):
     out = tmp_path / 'pareto.png'
     pareto.main(['--run', str(tmp_path / 'scores.npz'), ckpt, '--out', str(out)])
     assert out.read_bytes()[:8] == PNG and 'I3D_x 8f: top-1 75.000 over 4 videos' in capsys.readouterr().out
+    # A released checkpoint: the model flags and its classifier's classes (10 here) build its network.
+    released = str(tmp_path / 'released.pth.tar')
+    with torch.device('meta'):
+        network = TemporalModel(10, 8, op_code='conv1_2_3d', conv_config=conv_configs()['CAKES123D_P'])
+    save_atomic({'state_dict': {'module.' + k: torch.zeros(v.shape) if k == 'new_fc.weight' else torch.zeros(1)
+                                for k, v in network.state_dict().items()}}, released)
+    flags = pareto.parse_args(['--run', 's', 'c', '--out', 'o', '--op_code', 'conv1_2_3d', '--conv_config',
+                               'CAKES123D_P'])
+    point = pareto.run_point(str(tmp_path / 'scores.npz'), released, flags=flags)
+    assert (point['params'], point['flops']) == (count_params(network), count_flops(network, 8))
     np.savez(tmp_path / 'bad.npz', labels=labels)
     with pytest.raises(UsageError, match="'scores'"):
         pareto.main(['--run', str(tmp_path / 'bad.npz'), ckpt, '--out', str(out)])

@@ -76,6 +76,43 @@ def test_the_budget_rule_trades_the_weakest_costly_channel_for_the_strongest_che
         pruned(102)
 
 
+def test_a_budget_above_the_released_rule_is_spent_on_costlier_kernels():
+    op = ops.CakesOp([('kxkxk', 3), ('kx1x1', 3)], 4, 1, search=True)
+    with torch.no_grad():
+        op.bn.weight.copy_(torch.tensor([0.2, -0.5, 0.1, 1.0, -0.9, 0.3]))
+    costs = [{'kxkxk': 10, 'kx1x1': 1}]
+
+    def flops(config):
+        return 100 + sum(w * costs[0][kind] for kind, w in config[0].items())
+
+    def pruned(target):
+        return prune_to_budget([op], costs, flops, target)
+
+    assert ops.prune_config([op]) == [{'kxkxk': 1, 'kx1x1': 2}]  # 112 FLOPs
+    assert (pruned(120).config, pruned(120).lam) == ([{'kxkxk': 1, 'kx1x1': 2}], 0.0)  # one trade costs 9
+    budget = pruned(125)
+    assert budget.config == [{'kxkxk': 2, 'kx1x1': 1}] and budget.flops == 121 and budget.lam < 0
+    assert ops.kept_channels(op, costs[0], budget.lam).tolist() == [0, 1, 3]  # -0.9 gave way to 0.2
+    assert pruned(130).config == [{'kxkxk': 3, 'kx1x1': 0}] and pruned(130).flops == 130
+
+
+def test_budgets_above_the_released_rule_reach_every_target_up_to_the_costliest(supernet):
+    searchable = supernet.cakes_ops()
+    costs = video_costs('conv1_2_3d', 'resnet50', FRAMES, SIZE)
+    flops = video_flops('conv1_2_3d', 'resnet50', FRAMES, SIZE, CLASSES)
+    released = counted(ops.prune_config(searchable))
+    _, most = prune_video_to_budget(supernet, released, SIZE).reachable
+    one_trade = max(max(c.values()) - min(c.values()) for c in costs)
+    achieved = []
+    for target in torch.linspace(released, most, 4).tolist()[1:]:
+        budget = prune_to_budget(searchable, costs, flops, target)
+        assert budget.flops == counted(budget.config) <= target and budget.lam < 0
+        assert target - budget.flops <= one_trade
+        assert [sum(b.values()) for b in budget.config] == block_widths('resnet50')
+        achieved.append(budget.flops)
+    assert achieved == sorted(achieved) and len(set(achieved)) == len(achieved) and achieved[-1] == most
+
+
 def test_channel_costs_are_the_flops_of_one_output_channel():
     costs = video_costs('conv1_2_3d_dropout', 'resnet50', FRAMES, SIZE)
     # layer1.0 reads 64 channels of 12x12 (48 / 4); layer4.0 reads 512 and writes 2x2 (stride 2 from 3x3).
@@ -146,7 +183,42 @@ def test_prune_to_target_gflops_prints_the_achieved_flops_and_writes_config_and_
     assert not os.path.exists(supernet_checkpoint.replace('_best.pth.tar', '_conv_config.txt'))
 
 
+def test_prune_to_a_target_above_the_released_rule_spends_it(supernet, supernet_checkpoint, tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    released = counted(ops.prune_config(supernet.cakes_ops())) / 1e9
+    target = round(released * 1.2, 3)
+    prune_cli(supernet_checkpoint, '--target_gflops', str(target))
+    printed = capsys.readouterr().out
+    line = re.search(r'pruned network ([\d.]+) GFLOPs, ([\d.]+) below the target .*lambda (-[\d.]+) per GFLOP: '
+                     r'costlier kernels spend the budget\)', printed)
+    achieved = float(line.group(1))
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert achieved == pytest.approx(counted(config) / 1e9, abs=5e-4) and released < achieved <= target
+
+
+def test_prune_with_a_width_multiple_alone_and_with_a_budget(supernet_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    prune_cli(supernet_checkpoint, '--width_multiple', '16')
+    capsys.readouterr()
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert all(w % 16 == 0 for block in config for w in block.values())
+    assert [sum(b.values()) for b in config] == block_widths('resnet50')
+    beside = supernet_checkpoint.replace('_best.pth.tar', '_conv_config_m16.txt')
+    assert ast.literal_eval(open(beside).read()) == config
+    target = round(counted(config) / 1e9 * 0.9, 3)
+    prune_cli(supernet_checkpoint, '--width_multiple', '16', '--target_gflops', str(target))
+    assert 'GFLOPs, ' in capsys.readouterr().out
+    named = supernet_checkpoint.replace('_best.pth.tar', f'_conv_config_{target:g}gflops_m16.txt')
+    budget = ast.literal_eval(open(named).read())
+    assert counted(budget) <= target * 1e9 and all(w % 16 == 0 for block in budget for w in block.values())
+    with pytest.raises(SystemExit) as stopped:  # a choice of --prune
+        run_main('unused', tmp_path, '--width_multiple', '16')
+    assert stopped.value.code == 2 and '--width_multiple M' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('extra, message', [
+    (['--width_multiple', '0'], '--width_multiple M'),
     (['--target_gflops', '1000'], 'out of reach'),
     (['--target_gflops', '0'], 'G > 0'),
 ])

@@ -14,14 +14,14 @@ from cakes.ops.search import channel_costs, prune_to_budget
 from .build import pruned_copy
 
 
-def prune_converted_to_budget(supernet, names, ops, target_flops, example_input):
+def prune_converted_to_budget(supernet, names, ops, target_flops, example_input, multiple=1):
     """The Budget (config as a list in `names` order, counted FLOPs, lam, reachable range) of the supernet
     whose DropoutSupernetOps `ops` sit at `names`."""
     try:
         costs, flops = counters(meta_copy(supernet), names, ops, example_input.to('meta'))
     except Exception:  # a forward that needs values (`if x.sum() > 0`) cannot run on meta: count for real
         costs, flops = counters(supernet, names, ops, example_input)
-    return prune_to_budget(ops, costs, flops, target_flops)
+    return prune_to_budget(ops, costs, flops, target_flops, multiple=multiple)
 
 
 def counters(shell, names, ops, x):

@@ -28,17 +28,21 @@ def add_sparsity_grad(supernet, strength, reweight=True):
     search.add_sparsity_grad(ops, strength, reweight)
 
 
-def prune_config(supernet, target_flops=None, example_input=None):
+def prune_config(supernet, target_flops=None, example_input=None, width_multiple=1):
     """The widths pruning keeps in every layer: the project's rule (the C largest |BN scale| of n*C), or with
     `target_flops` the budget rule, choosing them so that the pruned network (to_pruned) has at most that
-    many FLOPs on `example_input` (cakes.complexity.count_flops) and as close to it as channels allow."""
+    many FLOPs on `example_input` (cakes.complexity.count_flops) and as close to it as channels allow.
+    `width_multiple` M: as many channels per layer, every branch width a multiple of M (8 for tensor cores,
+    16 for AVX-512; a layer whose width M does not divide gives the rest to one branch), the channels of
+    largest |BN scale| within each branch (cakes.ops.search.grouped_indices)."""
     names, ops = zip(*supernet_ops(supernet))
     if target_flops is None:
-        return dict(zip(names, search.prune_config(ops)))
+        return dict(zip(names, search.prune_config(ops, multiple=width_multiple)))
     if example_input is None:
         raise UsageError('prune_config(supernet, target_flops=...) counts FLOPs on an input: give example_input, '
                          'e.g. a batch of one of your inputs')
-    return dict(zip(names, prune_converted_to_budget(supernet, names, ops, target_flops, example_input).config))
+    budget = prune_converted_to_budget(supernet, names, ops, target_flops, example_input, width_multiple)
+    return dict(zip(names, budget.config))
 
 
 def save_config(config, path):

@@ -18,6 +18,10 @@ CROPS = (1, 3, 5, 10)
 # resolution sample); 5 = the four corners and the centre; 10 = those five, each followed by its flip.
 GRID_CROPS = {3: (5, 6, 4), 5: (0, 1, 2, 3, 4), 10: (0, 1, 2, 3, 4)}
 DENSE_CLIPS = 10
+# How a video's score comes from its views: TSM's mean logits (with --softmax, the softmax of that mean: the same
+# top-1, top-5 and loss, probabilities to ensemble), or PySlowFast's mean of the views' probabilities.
+AVERAGING = {'logits': 'logits averaged', 'softmax': 'logits averaged, then softmax',
+             'probabilities': 'softmax probabilities averaged'}
 
 
 def twice_indices(num_frames, num_segments):
@@ -39,12 +43,22 @@ class Views(NamedTuple):
     full_res: bool = False
     twice: bool = False
     dense: bool = False
+    averaging: str = 'logits'  # a key of AVERAGING
 
     @classmethod
     def from_args(cls, args):
         if args.twice_sample and args.dense_sample:
             raise UsageError('give either --twice_sample (2 clips) or --dense_sample (10 clips), not both')
-        return cls(args.test_crops, args.full_res, args.twice_sample, args.dense_sample)
+        if args.softmax and args.average_probabilities:
+            raise UsageError('give either --softmax (softmax of the mean logits) or --average_probabilities (mean '
+                             'of the views\' probabilities), not both: both make the scores probabilities')
+        averaging = 'probabilities' if args.average_probabilities else 'softmax' if args.softmax else 'logits'
+        return cls(args.test_crops, args.full_res, args.twice_sample, args.dense_sample, averaging)
+
+    @property
+    def probabilities(self):
+        """The scores are probabilities (what --save_scores writes and predict.py shows)."""
+        return self.averaging != 'logits'
 
     @property
     def clips(self):
@@ -54,12 +68,18 @@ class Views(NamedTuple):
     def count(self):
         return self.clips * self.crops
 
-    def describe(self, softmax=False):
+    def videos_per_batch(self, views):
+        """Under a test protocol -b counts views, as the GPUs see them: a batch is as many whole videos as fit in
+        `views` (at least one), so its memory is at most max(views, self.count) views whatever the protocol
+        (counted in videos, 10 crops x 10 clips would make -b 96 a batch of 9600 views)."""
+        return max(1, views // self.count)
+
+    def describe(self):
         """E.g. '3 crops x 2 clips per video, logits averaged'."""
         plural = (lambda n, word: f'{n} {word}' + ('s' if n > 1 else ''))
         size = ', full resolution' if self.full_res else ''
-        averaged = 'softmax probabilities' if softmax else 'logits'
-        return f'{plural(self.crops, "crop")} x {plural(self.clips, "clip")} per video{size}, {averaged} averaged'
+        views = f'{plural(self.crops, "crop")} x {plural(self.clips, "clip")} per video'
+        return f'{views}{size}, {AVERAGING[self.averaging]}'
 
     def indices(self, num_frames, num_segments):
         """The 1-based frame indices of each clip."""
@@ -125,4 +145,8 @@ def add_view_flags(parser):
                         help='frames 64/T apart (TSM): with --evaluate ten clips per video; in training one clip '
                              'from a random start (validation: the middle start)')
     parser.add_argument('--softmax', action='store_true',
-                        help='average the views\' softmax probabilities instead of their logits')
+                        help='scores are the softmax of the mean logits (TSM): probabilities to ensemble runs, the '
+                             'same Prec@1, Prec@5 and loss')
+    parser.add_argument('--average_probabilities', action='store_true',
+                        help="a video's score is the mean of its views' softmax probabilities (PySlowFast), which "
+                             'can change Prec@1 and the loss')

@@ -90,6 +90,14 @@ def all_reduce_max(value):
     return int(tensor.item())
 
 
+def agree_max(value):
+    """all_reduce_max without waiting for the result: a 0-d tensor on the collective device, which the caller
+    reads with its other numbers (torch.full writes it on the device: no blocking copy from the host)."""
+    tensor = torch.full((), value, dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def broadcast_int(value):
     """Rank 0's integer everywhere (e.g. the seed of the shared training order)."""
     if not active():

@@ -15,7 +15,7 @@ from . import distributed
 from .board import Board, named_cakes_ops
 from ..errors import UsageError
 from .log import RunLog
-from .meters import AverageMeter, correct_counts
+from .meters import AverageMeter, correct_tensors, read_once
 from .precision import autocast
 from .preempt import StopRequest
 from .schedule import apply_schedule
@@ -63,19 +63,41 @@ def forward_loss(run, clip, target, model=None):
         return output, run.criterion(output, target)
 
 
-def update(run, loss, searchable):
-    """Backward, the sparsity term, clipping and the step; with fp16 the scaler scales and unscales."""
+def backward(run, loss, searchable):
+    """Backward, the sparsity term and clipping; with fp16 the scaler scales and unscales. Returns the gradient
+    norm as a device tensor (before clipping; None when nothing needs it: no clipping and no fp16)."""
     run.optimizer.zero_grad()
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # true gradients for the sparsity term and the clipping (no-op unless fp16)
     if searchable:
         ops.add_sparsity_grad(searchable, run.args.s, run.args.reweight)
     if run.args.clip_gradient:
-        total_norm = float(nn.utils.clip_grad_norm_(run.model.parameters(), run.args.clip_gradient))
-        if total_norm > run.args.clip_gradient:
-            run.log(f'clipping gradient: {total_norm} with coef {run.args.clip_gradient / total_norm}')
-    run.scaler.step(run.optimizer)
+        return nn.utils.clip_grad_norm_(run.model.parameters(), run.args.clip_gradient)
+    if run.scaler.is_enabled():
+        return nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+    return None
+
+
+def step(run, grad_norm):
+    """The optimizer step, after log_clipping. With fp16 it is skipped when the gradients overflowed, then the
+    scaler lowers its scale: GradScaler.step would decide that by reading its own flag, a second wait for the
+    GPU; the norm already read tells the same (it is finite exactly when every gradient is)."""
+    if not run.scaler.is_enabled() or math.isfinite(grad_norm):
+        run.optimizer.step()
     run.scaler.update()
+
+
+def log_clipping(run, total_norm):
+    if run.args.clip_gradient and total_norm > run.args.clip_gradient:
+        run.log(f'clipping gradient: {total_norm} with coef {run.args.clip_gradient / total_norm}')
+
+
+def update(run, loss, searchable):
+    """backward and step, for a caller that reads nothing else from the step (scripts/benchmark_train.py)."""
+    (grad_norm,) = read_once(backward(run, loss, searchable))
+    if grad_norm is not None:
+        log_clipping(run, grad_norm)
+    step(run, grad_norm)
 
 
 def train_epoch(run, loader, epoch, start=0):
@@ -98,14 +120,19 @@ def train_epoch(run, loader, epoch, start=0):
             clip, target = to_device(clip, target, run.device)
             output, loss = forward_loss(run, clip, target)
             loss = loss.mean()
-            value = loss.item()
+            counts = correct_tensors(output.detach(), target)
+            grad_norm = backward(run, loss, searchable)
+            # The step's one wait for the device: the finite check must come before the optimizer step.
+            value, correct1, correct5, grad_norm, stop = read_once(loss, *counts, grad_norm, ask_stop(run))
             check_finite(value, epoch, i, len(loader))
+            if grad_norm is not None:
+                log_clipping(run, grad_norm)
+            step(run, grad_norm)
             n = clip.shape[0]
-            prec1, prec5 = (100.0 * c / n for c in correct_counts(output.detach(), target))
+            prec1, prec5 = 100.0 * correct1 / n, 100.0 * correct5 / n
             losses.update(value, n)
             top1.update(prec1, n)
             top5.update(prec5, n)
-            update(run, loss, searchable)
 
             batch_time.update(time.time() - end)
             end = time.time()
@@ -121,12 +148,17 @@ def train_epoch(run, loader, epoch, start=0):
                          f'Data {data_time.val:.3f} ({data_time.avg:.3f})\t'
                          + released_meters(losses, top1, top5))
             done = i + 1
-            if run.stop is not None and run.stop.poll():
+            if run.stop is not None and run.stop.answer(stop):
                 break
     finally:
         log.end_progress()
     report_data_problems(loader.dataset, log, 'this epoch')
     return done
+
+
+def ask_stop(run):
+    """Whether to stop after this iteration, as StopRequest.ask gives it (0 when nothing can stop the run)."""
+    return run.stop.ask() if run.stop is not None else 0
 
 
 def check_finite(loss, epoch, iteration, iters):
@@ -182,12 +214,13 @@ def validate(run, loader, best_prec1, step=None, scorer=None):
                     output, loss = forward_loss(run, clip, target, model)
                 else:
                     output, loss = scorer(run, model, clip, target)
-                counts = correct_counts(output, target)
+                loss_sum, loss_mean, correct1, correct5, stop = read_once(
+                    loss.double().sum(), loss.mean(), *correct_tensors(output, target), ask_stop(run))
                 n = clip.shape[0]
-                totals = [a + b for a, b in zip(totals, [loss.double().sum().item(), *counts, n])]
-                losses.update(loss.mean().item(), n)
-                top1.update(100.0 * counts[0] / n, n)
-                top5.update(100.0 * counts[1] / n, n)
+                totals = [a + b for a, b in zip(totals, [loss_sum, correct1, correct5, n])]
+                losses.update(loss_mean, n)
+                top1.update(100.0 * correct1 / n, n)
+                top5.update(100.0 * correct5 / n, n)
                 batch_time.update(time.time() - end)
                 end = time.time()
                 if bar:
@@ -196,7 +229,7 @@ def validate(run, loader, best_prec1, step=None, scorer=None):
                     log.step(f'Test: [{i}/{len(loader)}]\t'
                              f'Time {batch_time.val:.3f} ({batch_time.avg:.3f})\t'
                              + released_meters(losses, top1, top5))
-                if run.stop is not None and run.stop.poll():
+                if run.stop is not None and run.stop.answer(stop):
                     return None
             for _ in range(lagging_polls(loader) if run.stop is not None else 0):
                 if run.stop.poll():

@@ -1,12 +1,20 @@
 """--amp: autocast in bf16 (CPU and recent GPUs) or fp16 with a gradient scaler (GPUs without bf16)."""
+import contextlib
+
 import torch
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+def amp_dtype(amp):
+    """The dtype of --amp, or None without it (TemporalModel.use_autocast)."""
+    return AMP_DTYPES[amp] if amp else None
+
+
 def autocast(device, amp):
-    """The forward passes' context: lower precision for convolutions and matmuls, float32 for the rest."""
-    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
+    """The forward passes' context: lower precision for convolutions and matmuls, float32 for the rest
+    (nothing without --amp)."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
 
 
 def grad_scaler(device, amp):

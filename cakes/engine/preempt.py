@@ -23,7 +23,16 @@ class StopRequest:
         """Whether to stop now. Under torchrun `agree` (an all-reduce max) gives every process the same answer
         at the same call, so all stop after the same iteration even when only some received the signal; the
         decision must come from here, since a signal may arrive in one process just after the all-reduce."""
-        agreed = self._agree(self.signum or 0) if self._agree else self.signum
+        return self.answer(self.ask())
+
+    def ask(self):
+        """poll in two halves, so that a training step reads the agreed answer with its other numbers (one wait
+        for the GPU): this process's signal (0: none), agreed among the processes; a number, or a 0-d tensor
+        on the device under torchrun. Then `answer(what it read)`."""
+        return self._agree(self.signum or 0) if self._agree else (self.signum or 0)
+
+    def answer(self, agreed):
+        agreed = int(agreed)
         if agreed:
             self.signum = agreed
         return bool(agreed)

@@ -3,10 +3,10 @@ supernet checkpoint, with a picture of its kernel mix."""
 import os
 
 from cakes import ops
-from cakes.errors import UsageError
 from cakes.files import free_backup_name, write_text_atomic
 from cakes.models.budget import prune_video_to_budget
 from cakes.models.checkpoint import load_weights, model_state, prune_output_prefix
+from cakes.models.flags import checkpoint_classes
 from cakes.plot import describe_config, save_config_picture
 
 from .run import build_model
@@ -16,22 +16,24 @@ def prune(args, source):
     """Load the supernet, print its pruned conv_config and write it to ./conv_config.txt and beside the
     supernet checkpoint."""
     state = model_state(source.take(args.prune_model_path))
-    classifier = state.get('new_fc.weight', state.get('base_model.fc.weight'))
-    if classifier is None:
-        raise UsageError(f"'{args.prune_model_path}' has no classifier weights: not a checkpoint of this model")
-    model = build_model(args, classifier.shape[0], None, dropout=args.dropout if 'new_fc.weight' in state else 0)
+    classes = checkpoint_classes(state, args.prune_model_path)
+    model = build_model(args, classes, None, dropout=args.dropout if 'new_fc.weight' in state else 0)
     load_weights(model, state)
-    config = ops.prune_config(model.cakes_ops()) if args.target_gflops is None else prune_to_gflops(args, model)
+    config = (ops.prune_config(model.cakes_ops(), multiple=args.width_multiple) if args.target_gflops is None else
+              prune_to_gflops(args, model))
     text = str(config)  # a Python literal of plain ints, as config.py takes it
     print(text)
     prefix = prune_output_prefix(args.prune_model_path)
     # A budget's config has a name of its own: RUN_conv_config.txt stays the one --finetune copies channels for.
-    output = prefix + '_conv_config' + ('' if args.target_gflops is None else f'_{args.target_gflops:g}gflops')
+    # ... and so has a width multiple's: --finetune copies the channels of the released rule only.
+    output = (prefix + '_conv_config' + ('' if args.target_gflops is None else f'_{args.target_gflops:g}gflops')
+              + ('' if args.width_multiple == 1 else f'_m{args.width_multiple}'))
     write_pruned_config(text + '\n', output + '.txt')
     name = os.path.basename(prefix) + ('' if args.target_gflops is None else
-                                       f'\npruned to at most {args.target_gflops:g} GFLOPs')
+                                       f'\npruned to at most {args.target_gflops:g} GFLOPs') + (
+        '' if args.width_multiple == 1 else f', widths multiples of {args.width_multiple}')
     picture = output + '.png'
-    save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classifier.shape[0])],
+    save_config_picture([describe_config(name, config, args.num_segments, args.input_size, classes)],
                         picture)
     print(f'kernel mix picture written to {picture}')
 
@@ -54,9 +56,13 @@ def write_pruned_config(text, beside):
 
 
 def prune_to_gflops(args, model):
-    budget = prune_video_to_budget(model, args.target_gflops * 1e9, args.input_size)
+    budget = prune_video_to_budget(model, args.target_gflops * 1e9, args.input_size, args.width_multiple)
     print(f'FLOPs budget {args.target_gflops:g} GFLOPs: pruned network {budget.flops / 1e9:.3f} GFLOPs, '
           f'{args.target_gflops - budget.flops / 1e9:.3f} below the target ({args.num_segments} frames, '
           f'{args.input_size}x{args.input_size}; lambda {budget.lam * 1e9:.4g} per GFLOP'
-          + (': the released rule already fits)' if budget.lam == 0 else ')'))
+          + BUDGET_NOTES[(budget.lam > 0) - (budget.lam < 0)] + ')')
     return budget.config
+
+
+# By the sign of lambda: the released rule trimmed to the budget, kept as it is, or spending what it leaves.
+BUDGET_NOTES = {1: '', 0: ': the released rule already fits', -1: ': costlier kernels spend the budget'}

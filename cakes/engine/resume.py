@@ -7,6 +7,9 @@ import torch
 from ..errors import UsageError
 
 SEED_RANGE = 2 ** 32  # numpy's limit
+# The workers' seed of rank r comes from generator seed + epoch + r * RANK_STRIDE: torch's CPU generator keeps only
+# the low 32 bits of a seed, so the stride must change them (and stay clear of the epochs: 2**20 of them).
+RANK_STRIDE = 2 ** 20
 
 
 def seed_everything(seed, rank=0):
@@ -84,6 +87,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
     `generator` is also the DataLoader's (its worker seeds), so the loader never draws from torch's
     global RNG: that one is left to the model. The seed itself comes from the global RNG (--seed fixes it).
+    The workers' seeds depend on the rank too: worker w of every process would otherwise draw the same crops,
+    flips and frame offsets.
     It replaces DataLoader(shuffle=True), whose order comes from the global RNG at the first batch.
     """
 
@@ -96,9 +101,10 @@ class EpochSampler(torch.utils.data.Sampler):
         self.set_epoch(0)
 
     def set_epoch(self, epoch, skip=0):
-        """Call before iterating the loader: it draws its worker seed from `generator` first."""
+        """Call before iterating the loader: it draws its worker seed from `generator` first (one process, or
+        rank 0: from seed + epoch, as before ranks had seeds of their own)."""
         self.epoch = epoch
-        self.generator.manual_seed(self.seed + epoch)
+        self.generator.manual_seed(self.seed + epoch + self.rank * RANK_STRIDE)
         self.skip = skip
 
     def __iter__(self):

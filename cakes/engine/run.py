@@ -12,6 +12,7 @@ from cakes.errors import UsageError
 from cakes.models import TemporalModel, describe
 from cakes.models.checkpoint import load_checkpoint, model_state
 from cakes.models.finetune import init_from_supernet
+from cakes.models.flags import check_classes as check_class_count, checkpoint_classes
 
 from . import distributed
 from .board import Board
@@ -20,7 +21,7 @@ from .class_report import finish_evaluation
 from .loaders import cap_workers, make_loader
 from .log import RunLog
 from .loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
-from .precision import grad_scaler
+from .precision import amp_dtype, grad_scaler
 from .preempt import StopRequest
 from .resume import restore_process_rng, seed_process
 from .schedule import make_optimizer
@@ -53,6 +54,17 @@ def check_batch(batch_size, gpus):
                          f'batch): raise -b to at least {gpus} or make fewer GPUs visible with CUDA_VISIBLE_DEVICES')
 
 
+def idle_gpus_note(batch_size, gpus):
+    """nn.DataParallel cuts a batch like torch.chunk: shares of ceil(b / gpus) clips, so fewer shares than GPUs
+    when b is not a multiple (-b 20 on 8 GPUs: 7 shares of 3 and 2, GPU 7 idle). None when every GPU works."""
+    share = -(-batch_size // gpus) if gpus else 0
+    shares = -(-batch_size // share) if share else 0
+    if shares >= gpus:
+        return None
+    return (f'=> -b {batch_size} over {gpus} GPUs: nn.DataParallel cuts it into {shares} shares of at most {share} '
+            f'clips, so {gpus - shares} GPU(s) stay idle; a multiple of {gpus} uses them all')
+
+
 def build_model(args, num_class, conv_config, dropout=None, pretrained=None):
     return TemporalModel(num_class, args.num_segments, op_code=args.op_code, search=args.search,
                          conv_config=conv_config, backbone=args.arch,
@@ -73,12 +85,14 @@ def pretrained_source(args):
 
 
 def check_classes(source, class_names, args):
-    """A described network was trained on as many classes as the dataset's category.txt lists."""
-    described = source.description['num_class']
-    if described != len(class_names):
-        raise UsageError(f"'{source.path}' holds a network for {described} classes but the {args.dataset} "
-                         f'category.txt under {args.root_path} lists {len(class_names)}: give the --dataset and '
-                         '--root_path it was trained on')
+    """The network the run starts from (described, or a released checkpoint's classifier) was trained on as many
+    classes as the dataset's category.txt lists."""
+    if source.path not in (args.resume, args.finetune) or source.checkpoint is None and source.description is None:
+        return
+    classes = (source.description['num_class'] if source.description is not None else
+               checkpoint_classes(model_state(source.checkpoint), source.path))
+    check_class_count(classes, class_names, source.path, f'the {args.dataset} category.txt under {args.root_path}',
+                      'give the --dataset and --root_path it was trained on')
 
 
 def run(args, conv_config, source=None):
@@ -95,12 +109,13 @@ def run(args, conv_config, source=None):
     main_process = distributed.is_main()
     log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv') if main_process else None,
                  console=main_process)
+    note = None if distributed.active() else idle_gpus_note(batch_size, gpus)
+    if note:
+        log(note)
     if args.auto_resume:
         auto_resume(args, log)
     class_names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
-    described = source.description is not None and source.path in (args.resume, args.finetune)
-    if described:
-        check_classes(source, class_names, args)
+    check_classes(source, class_names, args)
     description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
                            class_names, args.input_size)
     moved = None if args.evaluate else check_overwrite(args, description, layout(args, len(class_names), conv_config))
@@ -124,7 +139,7 @@ def run(args, conv_config, source=None):
     views = evaluation_views(args)
     val_loader = make_loader(args, 'val', batch_size, views)
     if args.evaluate:
-        evaluate(args, loop, val_loader, best_prec1, views)
+        evaluate(args, loop, val_loader, best_prec1, views, batch_size)
         return
 
     train_loader = make_loader(args, 'train', batch_size)
@@ -143,10 +158,9 @@ def place_model(args, model, gpus):
     the CPU. Returns (model, device)."""
     if channels_last(args):
         model.use_channels_last()
+    model.use_autocast(amp_dtype(args.amp))  # in the model: DataParallel's replica threads would lose the dtype
     if gpus or distributed.active() and torch.cuda.is_available():
-        # Benchmark mode picks algorithms by timing, so results vary between runs: not with --seed.
-        torch.backends.cudnn.benchmark = args.seed is None
-        torch.backends.cudnn.deterministic = args.seed is not None
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_modes(args)
     if distributed.active():
         if args.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -159,6 +173,15 @@ def place_model(args, model, gpus):
     if gpus:
         return nn.DataParallel(model.to('cuda')), torch.device('cuda')
     return model, torch.device('cpu')
+
+
+def cudnn_modes(args):
+    """(cudnn.benchmark, cudnn.deterministic). Benchmark mode times every algorithm for each new convolution
+    shape and keeps the fastest: results vary between runs, so not with --seed; and a dropout supernet's
+    training step samples new channel counts, so new shapes, every step: it would search (forward and both
+    backward passes, with workspace memory spikes) on every GPU at every step, never reusing a result."""
+    shapes_change = ops.op_spec(args.op_code).family == 'dropout' and not args.evaluate
+    return args.seed is None and not shapes_change, args.seed is not None
 
 
 def channels_last(args):
@@ -201,7 +224,8 @@ def train(run, loaders, best_prec1, start_iteration, description=None):
     def save_at(epoch, iteration):
         return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler, description)
 
-    with StopRequest(distributed.all_reduce_max if distributed.active() else None).installed() as stop:
+    # agree_max: the stop agreement is read with the step's other numbers, one wait for the GPU.
+    with StopRequest(distributed.agree_max if distributed.active() else None).installed() as stop:
         run.stop = stop
         for epoch in range(args.start_epoch, args.epochs):
             done = train_epoch(run, train_loader, epoch, start_iteration)
@@ -224,13 +248,14 @@ def train(run, loaders, best_prec1, start_iteration, description=None):
                 stop_run(stop, run.log, path, epoch + 1, 0)
 
 
-def evaluate(args, loop, loader, best_prec1, views):
+def evaluate(args, loop, loader, best_prec1, views, batch_size):
     """--evaluate: the released validation, or under a test protocol the views' average, then per-class
-    accuracy, the scores file and the confusion matrix."""
+    accuracy, the scores file and the confusion matrix. Under a protocol `batch_size` (this process's -b)
+    counts views: at most that many go through the network at once."""
     if views is None:
         validate(loop, loader, best_prec1)
         return
-    scorer = ViewScorer(views, args.softmax, loader.batch_size)
+    scorer = ViewScorer(views, batch_size)
     validate(loop, loader, best_prec1, scorer=scorer)
     names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
     finish_evaluation(scorer, loader, names, loop.log, args.save_scores, args.confusion)

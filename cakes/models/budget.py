@@ -35,10 +35,11 @@ def video_flops(op_code, arch, num_segments, input_size=224, num_class=174):
     return flops
 
 
-def prune_video_to_budget(supernet, target_flops, input_size=224):
+def prune_video_to_budget(supernet, target_flops, input_size=224, multiple=1):
     """The Budget (config, counted FLOPs, lam, reachable range) of a TemporalModel supernet at its frames
-    (a range error in GFLOPs, the unit of --target_gflops)."""
+    (a range error in GFLOPs, the unit of --target_gflops); branch widths multiples of `multiple`."""
     arch, frames = supernet.base_model.arch, supernet.num_segments
     costs = video_costs(supernet.op_code, arch, frames, input_size)
     flops = video_flops(supernet.op_code, arch, frames, input_size, num_classes(supernet))
-    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops, unit='GFLOPs')
+    return prune_to_budget(supernet.cakes_ops(), costs, flops, target_flops, unit='GFLOPs', multiple=multiple,
+                           counted_at=f'{frames} frames of {input_size}x{input_size}')

@@ -14,12 +14,15 @@ FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout',
 RELEASED_INPUT_SIZE = 224
 
 
-def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, input_size=RELEASED_INPUT_SIZE):
+def describe(op_code, search, conv_config, arch, num_segments, dropout, class_names, input_size=RELEASED_INPUT_SIZE,
+             num_class=None):
     """The description of a TemporalModel built with these arguments, classes named by `class_names`, trained on
-    crops of `input_size`."""
+    crops of `input_size`. `class_names` None (a tool that prints no names): `num_class` classes, unnamed; such a
+    description is never saved."""
     return {'op_code': str(op_code), 'search': bool(search), 'conv_config': plain_config(conv_config),
             'arch': str(arch), 'num_segments': int(num_segments), 'dropout': float(dropout),
-            'num_class': len(class_names), 'class_names': [str(name) for name in class_names],
+            'num_class': len(class_names) if class_names is not None else int(num_class),
+            'class_names': None if class_names is None else [str(name) for name in class_names],
             'input_size': int(input_size)}
 
 

@@ -15,6 +15,27 @@ FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
 RELEASED = {'op_code': 'conv3d', 'conv_config': '', 'arch': 'resnet50', 'num_segments': 8, 'search': False}
 
 
+CLASSIFIERS = ('new_fc.weight', 'base_model.fc.weight')  # --dropout > 0, --dropout 0
+
+
+def checkpoint_classes(state, source):
+    """How many classes the classifier of a state_dict (`module.` keys or not) predicts: the number of classes
+    of a network built from a released checkpoint, which does not say it otherwise."""
+    for key in CLASSIFIERS:
+        for name in (key, 'module.' + key):
+            if name in state and getattr(state[name], 'dim', lambda: 0)() == 2:
+                return int(state[name].shape[0])
+    raise UsageError(f"'{source}' has no classifier weights (new_fc.weight or base_model.fc.weight): not a "
+                     'checkpoint of this model')
+
+
+def check_classes(classes, names, source, names_source, fix='give the category.txt of the dataset it was trained on'):
+    """A network of `classes` classes is named by the lines of `names_source` (a category.txt)."""
+    if classes != len(names):
+        raise UsageError(f"'{source}' holds a network for {classes} classes but {names_source} lists {len(names)}: "
+                         + fix)
+
+
 def not_given():
     """The values parse_args starts from, so that a flag left out stays None (argparse keeps what a
     namespace already holds instead of the default)."""

@@ -33,6 +33,7 @@ class TemporalModel(nn.Module):
         self.num_segments = num_segments
         self.op_code = op_code
         self.channels_last = False
+        self.amp_dtype = None
         build_op = ops.op_factory(op_code, search=search, conv_config=conv_config)
         feature_dim = 512 * 4
         fc = nn.Dropout(p=dropout) if dropout > 0 else new_classifier(feature_dim, num_class)
@@ -47,7 +48,20 @@ class TemporalModel(nn.Module):
         self.channels_last = enabled
         return self.to(memory_format=torch.channels_last_3d if enabled else torch.contiguous_format)
 
+    def use_autocast(self, dtype):
+        """Run the forward under autocast in `dtype` (None: as the caller's context says). nn.DataParallel
+        re-enters autocast in each replica's thread without a dtype, which there means the thread's default
+        (float16 on CUDA): entering it here keeps the run's dtype whatever wraps the model."""
+        self.amp_dtype = dtype
+        return self
+
     def forward(self, x):
+        if self.amp_dtype is None:
+            return self._forward(x)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            return self._forward(x)
+
+    def _forward(self, x):
         b = x.shape[0]
         x = x.view(b, self.num_segments, 3, *x.shape[2:]).transpose(1, 2)
         if self.channels_last:

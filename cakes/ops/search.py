@@ -37,17 +37,19 @@ def add_sparsity_grad(searchable_ops, strength, reweight):
             weight.grad.add_(strength * sparsity_scale(op, reweight) * torch.sign(weight))
 
 
-def kept_indices(scale, num_branches, cost=None, lam=0.0):
+def kept_indices(scale, num_branches, cost=None, lam=0.0, multiple=1):
     """Sorted indices of the channels pruning keeps: the total / n largest |BN scale|.
 
     The released rule keeps every channel at or above the (total / n)-th largest value; with ties that
     could keep more, so ties are broken towards the earlier channel and exactly total / n are kept.
     With a FLOPs budget the key is |BN scale| - lam * cost (`cost`: FLOPs of each channel); lam = 0 is
-    the rule above, bit for bit.
+    the rule above, bit for bit. With `multiple` > 1 every branch keeps a multiple of it (`grouped_indices`).
     """
     key = scale.detach().abs()
     if lam:
         key = key.double().cpu() - lam * cost
+    if multiple > 1:
+        return grouped_indices(key, num_branches, scale.numel() // num_branches, multiple)
     return top_indices(key, scale.numel() // num_branches)
 
 
@@ -57,15 +59,39 @@ def top_indices(key, count):
     return order[:count].sort().values
 
 
+def grouped_indices(key, num_branches, count, multiple):
+    """Sorted indices of `count` channels of the n equal branches of `key`, every branch keeping a multiple of
+    `multiple` channels, its largest keys (ties towards the earlier channel), with the largest total key.
+
+    Groups of `multiple` go one at a time to the branch whose next group has the largest sum (ties towards
+    the earlier branch): a branch's groups, its keys in descending order, never sum to more than the one
+    before, so this is the best choice. When `multiple` does not divide `count`, the count % multiple channels
+    left over go, last, to the branch whose next ones have the largest sum: that branch alone is not a
+    multiple.
+    """
+    branches = key.reshape(num_branches, -1)
+    width = branches.shape[1]
+    orders = [torch.sort(branch, descending=True, stable=True).indices for branch in branches]
+    sums = [torch.cat([torch.zeros(1, dtype=torch.float64), branch[order].double().cumsum(0)])
+            for branch, order in zip(branches, orders)]
+    taken = [0] * num_branches
+    groups, rest = divmod(count, multiple)
+    for size in [multiple] * groups + ([rest] if rest else []):
+        room = [b for b in range(num_branches) if taken[b] + size <= width]
+        best = max(room, key=lambda b: float(sums[b][taken[b] + size] - sums[b][taken[b]]))
+        taken[best] += size
+    return torch.cat([order[:n] + b * width for b, (order, n) in enumerate(zip(orders, taken))]).sort().values
+
+
 def channel_cost(op, costs):
     """FLOPs of each of the op's BN channels, from `costs` = {kind: FLOPs of one channel of that branch}."""
     return torch.cat([torch.full((width,), float(costs[kind]), dtype=torch.float64)
                       for kind, _, width in branch_blocks(op)])
 
 
-def kept_channels(op, costs=None, lam=0.0):
+def kept_channels(op, costs=None, lam=0.0, multiple=1):
     cost = channel_cost(op, costs) if lam else None
-    return kept_indices(op.bn.weight, len(op.kinds), cost, lam)
+    return kept_indices(op.bn.weight, len(op.kinds), cost, lam, multiple)
 
 
 def count_kept(index, blocks):
@@ -73,17 +99,24 @@ def count_kept(index, blocks):
     return {kind: int(((index >= start) & (index < start + width)).sum()) for kind, start, width in blocks}
 
 
-def pruned_widths(op, costs=None, lam=0.0):
+def pruned_widths(op, costs=None, lam=0.0, multiple=1):
     """{kind: kept channels in the branch} in the op's branch order."""
-    return count_kept(kept_channels(op, costs, lam), branch_blocks(op))
+    return count_kept(kept_channels(op, costs, lam, multiple), branch_blocks(op))
 
 
-def prune_config(searchable_ops, target_flops=None, costs=None, flops=None):
+def check_multiple(multiple):
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise UsageError(f'width multiple {multiple!r} must be a whole number >= 1 (1: the released rule; 8 suits '
+                         'tensor cores, 16 AVX-512)')
+    return multiple
+
+
+def prune_config(searchable_ops, target_flops=None, costs=None, flops=None, multiple=1):
     """The pruned widths of every op: the released rule, or with `target_flops` the budget rule
-    (see `prune_to_budget` for `costs` and `flops`)."""
+    (see `prune_to_budget` for `costs` and `flops`); with `multiple` every branch width a multiple of it."""
     if target_flops is None:
-        return [pruned_widths(op) for op in searchable_ops]
-    return prune_to_budget(searchable_ops, costs, flops, target_flops).config
+        return [pruned_widths(op, multiple=check_multiple(multiple)) for op in searchable_ops]
+    return prune_to_budget(searchable_ops, costs, flops, target_flops, multiple=multiple).config
 
 
 def channel_costs(model, example_input, searchable_ops):
@@ -110,29 +143,38 @@ class Budget:
     reachable: tuple      # (fewest, most) FLOPs: all channels of the cheapest / costliest kind
 
 
-def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
-    """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam >= 0 the smallest
-    found by bisection whose pruned network has at most `target_flops`.
+def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None, multiple=1, counted_at=''):
+    """Keep C channels per op maximising the kept |BN scale| - lam * their FLOPs, lam found by bisection: when
+    the released rule's network costs more than `target_flops`, the smallest lam > 0 whose pruned network fits
+    (at most `target_flops`); when it costs less, the most negative lam that still fits (costlier kernels, so
+    that the budget is spent); lam = 0 (the released rule) when no other config fits better.
 
     `costs`: per op {kind: FLOPs of one channel} (`channel_costs`); `flops(config)`: the FLOPs of the pruned
     network with that config. The pruned network's FLOPs are affine in the widths (the layer after each op
     reads its C channels whatever their kinds), so bisection uses `flops` only to fix the constant and checks
-    the final config with it. The FLOPs of a raise in lam never go up; with distinct scales one step of it
-    trades one channel for a cheaper one, so the result is within one channel trade of the target.
-    A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it).
+    the final config with it. The FLOPs never go up as lam rises; with distinct scales one step of it trades
+    one channel for one of another kind, so the result is within one channel trade of the target.
+    A target out of reach is a UsageError giving the range in `unit` (default: the one that fits it) and the
+    input it was counted at (`counted_at`, e.g. '8 frames of 224x224').
+    With `multiple` every branch width is a multiple of it (`grouped_indices`): the same rule over groups of
+    channels, within one trade of a group of channels of the target.
     """
+    check_multiple(multiple)
     kept = [op.bn.weight.numel() // len(op.kinds) for op in searchable_ops]
     scales = [op.bn.weight.detach().abs().double().cpu() for op in searchable_ops]
     channel = [channel_cost(op, cost) for op, cost in zip(searchable_ops, costs)]
 
     def choose(lam):
         if not lam:
-            return prune_config(searchable_ops)
-        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam), branch_blocks(op))
+            return prune_config(searchable_ops, multiple=multiple)
+        return [count_kept(kept_indices(scale, len(op.kinds), cost, lam, multiple), branch_blocks(op))
                 for op, scale, cost in zip(searchable_ops, scales, channel)]
 
     def linear(config):
         return sum(w * cost[kind] for widths, cost in zip(config, costs) for kind, w in widths.items())
+
+    def fits(lam):
+        return offset + linear(choose(lam)) <= target_flops
 
     released = choose(0.0)
     offset = flops(released) - linear(released)
@@ -142,22 +184,42 @@ def prune_to_budget(searchable_ops, costs, flops, target_flops, unit=None):
         unit = unit or flops_unit(fewest)
         raise UsageError(f'FLOPs target {flops_text(target_flops, unit)} is out of reach: keeping C channels per '
                          f'layer costs from {flops_text(fewest, unit)} (all of the cheapest kind) to '
-                         f'{flops_text(most, unit)} (all of the costliest); give a target in that range')
-    lam = 0.0
-    if offset + linear(released) > target_flops:
+                         f'{flops_text(most, unit)} (all of the costliest)'
+                         + (f' at {counted_at}' if counted_at else '') + '; give a target in that range')
+    if not fits(0.0):
         low, high = 0.0, 1.0 / max(max(cost.values()) for cost in costs)
-        while offset + linear(choose(high)) > target_flops:
+        while not fits(high):
             low, high = high, high * 2
-        while high - low > 1e-12 * high:  # lambda to 12 digits
-            middle = (low + high) / 2
-            low, high = (low, middle) if offset + linear(choose(middle)) <= target_flops else (middle, high)
-        lam = high
+        lam = bisect(fits, low, high)
+    else:
+        lam = spend(fits, scales, costs)
+        if choose(lam) == released:  # no trade towards costlier kernels fits: the released rule
+            lam = 0.0
     config = choose(lam)
     counted = flops(config)
     if counted != round(offset + linear(config)):
         raise RuntimeError(f'pruned FLOPs {counted} are not affine in the branch widths (predicted '
                            f'{offset + linear(config):.0f}): the per-channel costs do not fit this network')
     return Budget(config, counted, lam, (round(fewest), round(most)))
+
+
+def bisect(fits, low, high):
+    """The smallest lam (to 12 digits) that fits, between `low`, which does not, and `high`, which does (the
+    FLOPs never go up as lam rises)."""
+    while high - low > 1e-12 * max(abs(low), abs(high)):
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
+def spend(fits, scales, costs):
+    """Under the budget at lam = 0: the most negative lam whose network still fits. Below `edge` the key orders
+    every op's channels by cost alone (all of the costliest kind)."""
+    gaps = [a - b for cost in costs for a in cost.values() for b in cost.values() if a > b]
+    if not gaps:  # every kind costs the same: nothing to spend
+        return 0.0
+    edge = -2 * (1 + max(float(scale.max()) for scale in scales)) / min(gaps)
+    return edge if fits(edge) else bisect(fits, edge, 0.0)
 
 
 FLOPS_UNITS = {'GFLOPs': 1e9, 'MFLOPs': 1e6, 'kFLOPs': 1e3}

@@ -45,19 +45,35 @@ class DropoutSupernetOp(nn.Module):
         return torch.randperm(n * c)[:c].sort().values
 
     def forward(self, x):
-        index = self.sample_channels() if self.training else kept_channels(self)
-        index = index.to(x.device)
-        outputs = []
-        for b, branch in enumerate(self.convs):
-            local = index[(index >= b * self.width) & (index < (b + 1) * self.width)] - b * self.width
-            if len(local):
-                conv = branch[0]
-                outputs.append(F.conv3d(x, conv.weight[local], None, conv.stride, conv.padding))
+        if self.training:  # drawn on the CPU, split there: on the GPU the split would wait for it (a sync)
+            index = self.sample_channels()
+            locals_ = self.branch_channels(index)
+            index, *locals_ = to_device([index, *locals_], x.device)
+        else:
+            index = kept_channels(self).to(x.device)
+            locals_ = self.branch_channels(index)
+        outputs = [F.conv3d(x, branch[0].weight[local], None, branch[0].stride, branch[0].padding)
+                   for branch, local in zip(self.convs, locals_) if len(local)]
         return self.out(subset_batch_norm(self.norm, torch.cat(outputs, dim=1), index))
+
+    def branch_channels(self, index):
+        """Each branch's share of the sorted supernet channels `index`, as indices into that branch."""
+        w = self.width
+        return [index[(index >= b * w) & (index < (b + 1) * w)] - b * w for b in range(len(self.convs))]
 
     def inflate_from_2d(self, weight2d):
         for kind, branch in zip(self.kinds, self.convs):
             branch[0].weight.data.copy_(inflate(kind, weight2d))
+
+
+def to_device(indices, device):
+    """CPU index tensors on `device` in one copy that does not wait for the device's queue (a plain copy from
+    pageable memory would): pinned, then copied asynchronously."""
+    if device.type == 'cpu':
+        return indices
+    flat = torch.cat(indices)
+    flat = (flat.pin_memory() if device.type == 'cuda' else flat).to(device, non_blocking=True)
+    return list(flat.split([len(i) for i in indices]))
 
 
 def subset_batch_norm(bn, x, index):
