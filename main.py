@@ -39,6 +39,7 @@ def build_parser():
     p = argparse.ArgumentParser(description='CAKES: Channel-wise Automatic KErnel Shrinking for 3D networks')
     p.add_argument('--dataset', default='somethingv1', choices=data.DATASETS)
     p.add_argument('--root_path', default='../', help='dataset root (with or without a trailing /)')
+    data.add_dataset_flags(p)
     p.add_argument('--store_name', default='', help='suffix of the run name')
     p.add_argument('--type', default='I3D', choices=['I3D'])
     p.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet101'])
@@ -172,8 +173,9 @@ def check_combinations(args):
                          'and give M >= 1')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
-    if given_test_flags(args) and not args.evaluate:
-        raise UsageError(f'{given_test_flags(args)[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
+    test_only = [flag for flag in given_test_flags(args) if flag != '--dense_sample']  # which also trains densely
+    if test_only and not args.evaluate:
+        raise UsageError(f'{test_only[0]} sets how --evaluate tests: add --evaluate (and --resume CKPT)')
     evaluation_views(args)  # refuses a protocol that cannot be run (--twice_sample with --dense_sample)
     if args.evaluate and not args.resume and not args.auto_resume:
         raise UsageError('--evaluate scores a trained network: give --resume CKPT, the checkpoint to evaluate')

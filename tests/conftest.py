@@ -20,6 +20,20 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope='module')
+def supernet():
+    """A 5-class resnet50 conv1_2_3d supernet of 2 frames with random, distinct BN scales (as a search leaves
+    them), for the pruning tests; a module may define its own `supernet`."""
+    import torch
+    from cakes.models import TemporalModel
+    torch.manual_seed(0)
+    model = TemporalModel(5, 2, op_code='conv1_2_3d', search=True, dropout=0.3)
+    with torch.no_grad():
+        for op in model.cakes_ops():
+            op.bn.weight.copy_(torch.randn(op.bn.num_features) * 0.5 + 1)
+    return model
+
+
 RUN = 'I3D_somethingv1_resnet50_segment2_'
 # main.py on tiny settings: 2 frames of 48x48, batch 2, no workers, no ImageNet weights, no warm-up.
 TINY = ['--num_segments', '2', '--input_size', '48', '-b', '2', '-j', '0', '-p', '1', '--pretrained', 'none',

@@ -41,15 +41,15 @@ def write_frames(folder, frames, frame_name):
 
 def make_dataset(root, dataset='somethingv1', train=(), val=(), frames=plain_frames, classes=174):
     """Write `dataset`'s layout under root: category.txt and both lists from (folder, num_frames, label)
-    rows, and `frames(num_frames)` images for each listed video. Returns the frame folder."""
+    rows, and `frames(num_frames)` images for each listed video. Returns the (training) frame folder."""
     layout = LAYOUTS[dataset]
-    os.makedirs(os.path.join(root, layout.frames), exist_ok=True)
     write_text(os.path.join(root, layout.category), ''.join(f'class {i:03d}\n' for i in range(classes)))
-    for list_name, rows in ((layout.train_list, train), (layout.val_list, val)):
-        write_text(os.path.join(root, list_name), ''.join(f'{f} {n} {label}\n' for f, n, label in rows))
+    for subset, rows in (('train', train), ('val', val)):
+        os.makedirs(os.path.join(root, layout.frame_dir(subset)), exist_ok=True)
+        write_text(os.path.join(root, layout.split_list(subset)), ''.join(f'{f} {n} {label}\n' for f, n, label in rows))
         for folder, num_frames, _ in rows:
-            write_frames(os.path.join(root, layout.frames, folder), frames(num_frames), layout.frame_name)
-    return os.path.join(root, layout.frames)
+            write_frames(os.path.join(root, layout.frame_dir(subset), folder), frames(num_frames), layout.frame_name)
+    return os.path.join(root, layout.frame_dir('train'))
 
 
 def write_text(path, text):

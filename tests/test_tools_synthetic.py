@@ -73,3 +73,15 @@ def test_cli(tmp_path):
     assert result.stderr == 'error: --frames 2 is too few: the loader drops videos with fewer than 3\n'
     run_cli(load_script('make_synthetic_data').main, [str(tmp_path), '--train', '2', '--val', '1', '--frames', '3'])
     assert len(read_rows(tmp_path / V1 / 'train_videofolder.txt')) == 2
+
+
+def test_other_layouts(tmp_path):
+    result = run_script('make_synthetic_data', tmp_path, '--layout', 'jester', '--videos')
+    assert result.returncode == 2
+    assert result.stderr == 'error: the jester layout has no video folder (frames only): drop --videos\n'
+    make_synthetic_data(tmp_path, train=2, val=2, frames=4, layout='ucf101', seed=3)
+    for split in (1, 2, 3):
+        rows = read_rows(tmp_path / 'ucf101' / f'ucf101_train_split_{split}.txt')
+        assert rows == [['right_to_left/00001', '4', '1'], ['left_to_right/00002', '4', '0']]
+    assert os.path.isfile(tmp_path / 'ucf101/rawframes/right_to_left/00001/img_00004.jpg')
+    assert build_dataset('ucf101', tmp_path, 'train', 2).flip_labels == {0: 1, 1: 0}  # named to swap

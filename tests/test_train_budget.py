@@ -17,18 +17,7 @@ from cakes.models import TemporalModel, block_widths
 from cakes.models.budget import prune_video_to_budget, video_costs, video_flops
 from cakes.ops.search import kept_indices, prune_to_budget
 
-FRAMES, SIZE, CLASSES = 2, 48, 5
-
-
-@pytest.fixture(scope='module')
-def supernet():
-    """A resnet50 conv1_2_3d supernet with random, distinct BN scales (as a search leaves them)."""
-    torch.manual_seed(0)
-    model = TemporalModel(CLASSES, FRAMES, op_code='conv1_2_3d', search=True, dropout=0.3)
-    with torch.no_grad():
-        for op in model.cakes_ops():
-            op.bn.weight.copy_(torch.randn(op.bn.num_features) * 0.5 + 1)
-    return model
+FRAMES, SIZE, CLASSES = 2, 48, 5  # those of conftest's supernet
 
 
 def released_rule(scale, n):

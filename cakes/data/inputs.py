@@ -3,11 +3,10 @@ predict.py. Unlike training, nothing is replaced: an unreadable input is an Inpu
 import os
 
 from cakes.data.decode import VideoError, count_frames, decode_frames
-from cakes.data.lists import LAYOUTS
+from cakes.data.lists import FRAME_TEMPLATES, detect_template
 from cakes.data.sources import decode_frame
 from cakes.data.video_dataset import stack_channels_last
 
-FRAME_NAMES = tuple(dict.fromkeys(layout.frame_name for layout in LAYOUTS.values()))  # 00001.jpg, 000001.jpg
 
 
 class InputError(Exception):
@@ -15,14 +14,16 @@ class InputError(Exception):
 
 
 def frame_name(folder):
-    """The dataset naming that the folder's first frame uses."""
-    for name in FRAME_NAMES:
-        if os.path.isfile(os.path.join(folder, name.format(1))):
-            return name
+    """The naming that the folder's first frame uses: one of the datasets' (00001.jpg, img_00001.jpg, ...) or
+    any NAME0001.jpg numbered from 1."""
+    name = detect_template(folder)
+    if name is not None and name.endswith('.jpg'):
+        return name
     if not any(entry.name.endswith('.jpg') for entry in os.scandir(folder)):
         raise InputError(f'{folder}: empty folder (no .jpg frames)')
-    raise InputError(f'{folder}: frames must be named {" or ".join(n.format(1) for n in FRAME_NAMES)}, ... '
-                     '(as extracted by scripts/extract_frames.py)')
+    raise InputError(f'{folder}: frames must be numbered from 1, named like '
+                     f'{" or ".join(n.format(1) for n in FRAME_TEMPLATES)}, ... (as scripts/extract_frames.py '
+                     'extracts them)')
 
 
 def folder_frames(folder, indices):

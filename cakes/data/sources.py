@@ -11,6 +11,7 @@ import warnings
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from cakes.data.decode import VideoError, decode_frames
+from cakes.data.lists import MIN_FRAMES, frame_folder
 
 
 def warn(message):
@@ -37,19 +38,35 @@ class FrameFolders:
         self.directory = directory
         self.frame_name = frame_name
 
+    def folder(self, video):
+        return os.path.join(self.directory, frame_folder(video.folder))
+
     def frame_path(self, video, index):
-        return os.path.join(self.directory, video.folder, self.frame_name.format(index))
+        return os.path.join(self.folder(video), self.frame_name.format(index))
 
     describe_frame = frame_path
 
     def has(self, video):
-        folder = os.path.join(self.directory, video.folder)
+        folder = self.folder(video)
         if not os.path.isdir(folder):
             warn(f'missing video folder {folder}, using another video')
         return os.path.isdir(folder)
 
     def read(self, video, indices):
         return {index: decode_frame(self.frame_path(video, index)) for index in set(indices)}
+
+    def with_counts(self, videos, cache_dir=None):
+        """`videos` with the frames of the `PATH LABEL` rows counted (files with the frames' extension); a
+        missing folder keeps MIN_FRAMES, to be replaced when it is loaded, as a listed one is."""
+        extension = os.path.splitext(self.frame_name.format(1))[1]
+
+        def count(video):
+            folder = self.folder(video)
+            if not os.path.isdir(folder):
+                return MIN_FRAMES
+            return sum(1 for entry in os.scandir(folder) if entry.name.endswith(extension))
+        return [video if video.num_frames is not None else video._replace(num_frames=count(video))
+                for video in videos]
 
 
 class VideoFiles:
@@ -81,3 +98,18 @@ class VideoFiles:
             warn(f'{error}, using another video')
             return None
         return {index: frames.get(index) for index in set(indices)}
+
+    def with_counts(self, videos, cache_dir):
+        """`videos` with the frames of the `PATH LABEL` rows counted by decoding the videos, remembered in
+        cache_dir/video_frame_counts.txt (frame_counts: a stopped count goes on where it was). A missing or
+        undecodable video keeps MIN_FRAMES, to be replaced when it is loaded, as a listed one is."""
+        from cakes.data.frame_counts import CACHE_NAME, count_videos
+        paths = {video.folder: self.video_path(video) for video in videos if video.num_frames is None}
+        if not paths:
+            return videos
+        paths = {folder: path for folder, path in paths.items() if os.path.isfile(path)}
+        counts, failures = count_videos(paths, os.path.join(cache_dir, CACHE_NAME), os.cpu_count() or 1)
+        for error in failures.values():
+            warn(error)
+        return [video if video.num_frames is not None else
+                video._replace(num_frames=counts.get(video.folder, MIN_FRAMES)) for video in videos]

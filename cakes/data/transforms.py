@@ -18,12 +18,16 @@ OFFSETS = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0
 # Classes that a horizontal flip turns into each other ("left to right" / "right to left"), as released:
 # right only for TRN's alphabetical category order. flip_labels() finds the pairs by name instead.
 FLIP_LABELS = {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
-LEFT_RIGHT = re.compile(r'\b(left|right|Left|Right|LEFT|RIGHT)\b')
-MIRROR = {'left': 'right', 'right': 'left', 'Left': 'Right', 'Right': 'Left', 'LEFT': 'RIGHT', 'RIGHT': 'LEFT'}
+# Words that a horizontal flip exchanges (a mirrored turn goes the other way round: Jester's 'Turning Hand
+# Clockwise' / 'Counterclockwise'), in lower, capitalised and upper case.
+_MIRRORED = (('left', 'right'), ('clockwise', 'counterclockwise'))
+MIRROR = {form(a): form(b) for pair in _MIRRORED for a, b in (pair, pair[::-1])
+          for form in (str.lower, str.capitalize, str.upper)}
+LEFT_RIGHT = re.compile(r'\b(' + '|'.join(MIRROR) + r')\b')
 
 
 def mirrored_name(name):
-    """The class name with the words left and right exchanged."""
+    """The class name with the words left and right (and clockwise and counterclockwise) exchanged."""
     return LEFT_RIGHT.sub(lambda match: MIRROR[match.group()], name)
 
 
@@ -38,12 +42,15 @@ def format_pairs(flips):
     return ', '.join(f'{a}/{b}' for a, b in sorted(flips.items()) if a < b) or 'none'
 
 
-def flip_labels(names, where):
-    """The label swap of a flipped clip: the pairs found by name in `names`, or the released FLIP_LABELS when
-    the names have none (synthetic data). One warning line names the pairs used when they differ."""
+def flip_labels(names, where, released=True):
+    """The label swap of a flipped clip: the pairs found by name in `names`; when the names have none, the
+    released FLIP_LABELS for a Something-Something layout (`released`: its synthetic data), else no swap. One
+    warning line names the pairs used when they differ from the released ones."""
     by_name = name_flip_labels(names)
     if not by_name:
-        return FLIP_LABELS
+        return FLIP_LABELS if released else {}
+    if not released:
+        return by_name
     if by_name != FLIP_LABELS:
         print(f'warning: the left/right class names of {where} differ from the released flip pairs '
               f'{format_pairs(FLIP_LABELS)}: flipped clips swap {format_pairs(by_name)}', file=sys.stderr, flush=True)

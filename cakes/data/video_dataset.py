@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from cakes.data.sampling import train_indices, val_indices
+from cakes.data.sampling import dense_train_indices, dense_val_indices, train_indices, val_indices
 from cakes.data.sources import warn
 from cakes.data.transforms import FLIP_LABELS, normalize, train_transform, val_transform
 from cakes.errors import UsageError
@@ -18,8 +18,9 @@ def stack_channels_last(frames):
 class VideoDataset(torch.utils.data.Dataset):
     """(clip, label) per video: clip (T*3, S, S), float32 normalised or, with uint8, raw RGB."""
 
-    def __init__(self, videos, source, num_segments, input_size, train, uint8, flip_labels=FLIP_LABELS):
+    def __init__(self, videos, source, num_segments, input_size, train, uint8, flip_labels=FLIP_LABELS, dense=False):
         self.videos = videos
+        self.dense = dense  # dense sampling (T frames 64 // T apart) instead of TSN segments
         self.source = source  # sources.FrameFolders or sources.VideoFiles
         self.flip_labels = flip_labels  # label -> label of the mirrored action
         self.num_segments = num_segments
@@ -52,7 +53,10 @@ class VideoDataset(torch.utils.data.Dataset):
         self._problems.zero_()
 
     def sample(self, video):
-        pick = train_indices if self.train else val_indices
+        if self.dense:
+            pick = dense_train_indices if self.train else dense_val_indices
+        else:
+            pick = train_indices if self.train else val_indices
         return pick(video.num_frames, self.num_segments)
 
     def frame_path(self, video, index):

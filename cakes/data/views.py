@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cakes.data.sampling import val_indices
+from cakes.data.sampling import DENSE_SPAN, val_indices
 from cakes.data.transforms import center_crop_offset, crop_offsets, resize, scaled_size, val_scale
 from cakes.data.video_dataset import VideoDataset
 from cakes.errors import UsageError
@@ -17,7 +17,7 @@ CROPS = (1, 3, 5, 10)
 # Which of the 13 grid offsets of transforms.OFFSETS each protocol takes: 3 = left, right, centre (TSM's full
 # resolution sample); 5 = the four corners and the centre; 10 = those five, each followed by its flip.
 GRID_CROPS = {3: (5, 6, 4), 5: (0, 1, 2, 3, 4), 10: (0, 1, 2, 3, 4)}
-DENSE_CLIPS, DENSE_SPAN = 10, 64
+DENSE_CLIPS = 10
 # How a video's score comes from its views: TSM's mean logits (with --softmax, the softmax of that mean: the same
 # top-1, top-5 and loss, probabilities to ensemble), or PySlowFast's mean of the views' probabilities.
 AVERAGING = {'logits': 'logits averaged', 'softmax': 'logits averaged, then softmax',
@@ -141,7 +141,9 @@ def add_view_flags(parser):
                              '10 those five and their flips, of the frame scaled to 256*S/224')
     parser.add_argument('--full_res', action='store_true', help='crops of 256*S/224 pixels instead of S')
     parser.add_argument('--twice_sample', action='store_true', help='two clips per video (TSM)')
-    parser.add_argument('--dense_sample', action='store_true', help='ten clips per video, frames 64/T apart (TSM)')
+    parser.add_argument('--dense_sample', action='store_true',
+                        help='frames 64/T apart (TSM): with --evaluate ten clips per video; in training one clip '
+                             'from a random start (validation: the middle start)')
     parser.add_argument('--softmax', action='store_true',
                         help='scores are the softmax of the mean logits (TSM): probabilities to ensemble runs, the '
                              'same Prec@1, Prec@5 and loss')

@@ -22,10 +22,13 @@ def make_loader(args, split, batch_size, views=None):
     from a generator of its own, never from torch's global RNG, so that validating does not change the
     random numbers the next epoch trains with (nor does resuming). With a test protocol (`views`) a validation
     sample is every view of a video, and `batch_size` counts views (Views.videos_per_batch): a batch's memory
-    stays that of -b clips (or of one video's views, when they are more) whatever the protocol.
+    stays that of -b clips (or of one video's views, when they are more) whatever the protocol. --dense_sample in
+    training: dense clips (random start; validation the middle one); with --evaluate it is the ten-clip test
+    protocol of `views`.
     """
-    dataset = data.build_dataset(args.dataset, args.root_path, split, args.num_segments,
-                                 input_size=args.input_size, uint8=True, views=views)
+    dataset = data.build_dataset(args.dataset, args.root_path, split, args.num_segments, input_size=args.input_size,
+                                 uint8=True, views=views, dense=args.dense_sample and not args.evaluate,
+                                 **data.dataset_options(args))
     workers = dict(persistent_workers=True, prefetch_factor=4) if args.workers > 0 else {}
     if args.workers > 0:
         end_workers_at_exit()

@@ -114,7 +114,7 @@ def run(args, conv_config, source=None):
         log(note)
     if args.auto_resume:
         auto_resume(args, log)
-    class_names = data.class_names(args.dataset, args.root_path)
+    class_names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
     check_classes(source, class_names, args)
     description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
                            class_names, args.input_size)
@@ -257,5 +257,5 @@ def evaluate(args, loop, loader, best_prec1, views, batch_size):
         return
     scorer = ViewScorer(views, batch_size)
     validate(loop, loader, best_prec1, scorer=scorer)
-    finish_evaluation(scorer, loader, data.class_names(args.dataset, args.root_path), loop.log,
-                      args.save_scores, args.confusion)
+    names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
+    finish_evaluation(scorer, loader, names, loop.log, args.save_scores, args.confusion)

@@ -64,15 +64,22 @@ def load_weights(model, state):
     wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
              if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
-        if own and not any(k.startswith(OWN_PREFIXES) for k in state):
-            raise UsageError(f'the checkpoint holds another kind of network: its keys ({", ".join(list(state)[:3])}, '
-                             "...) are not this project's layout (base_model.*, new_fc.*), so it is neither a "
-                             "checkpoint of main.py nor a released CAKES one")
+        check_own_layout(state)
         parts = [f'{label}: {", ".join(items[:3])}' for label, items in
                  (('missing', missing), ('unexpected', unexpected), ('shape (checkpoint vs model)', wrong)) if items]
         raise UsageError('checkpoint does not fit the model built from --op_code/--conv_config/--search/--arch ('
                          + '; '.join(parts) + f'){layout_hint(state, own)}')
     model.load_state_dict(state)
+
+
+def check_own_layout(state, source='the checkpoint'):
+    """A state_dict (`module.` keys or not) with none of TemporalModel's keys is another kind of network
+    entirely: say so, rather than what flag would fit it."""
+    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state]
+    if keys and not any(k.startswith(OWN_PREFIXES) for k in keys):
+        raise UsageError(f'{source} holds another kind of network: its keys ({", ".join(keys[:3])}, ...) are not '
+                         "this project's layout (base_model.*, new_fc.*), so it is neither a checkpoint of main.py "
+                         'nor a released CAKES one')
 
 
 def layout_hint(state, own=None):

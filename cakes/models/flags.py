@@ -7,7 +7,7 @@ from cakes.conv_config import resolve_conv_config
 from cakes.errors import UsageError
 from cakes.ops import pruned_op_code
 
-from .checkpoint import prune_output_prefix
+from .checkpoint import check_own_layout, prune_output_prefix
 from .description import plain_config
 
 FLAGS = ('op_code', 'conv_config', 'arch', 'num_segments', 'search')
@@ -25,6 +25,7 @@ def checkpoint_classes(state, source):
         for name in (key, 'module.' + key):
             if name in state and getattr(state[name], 'dim', lambda: 0)() == 2:
                 return int(state[name].shape[0])
+    check_own_layout(state, f"'{source}'")
     raise UsageError(f"'{source}' has no classifier weights (new_fc.weight or base_model.fc.weight): not a "
                      'checkpoint of this model')
 
