@@ -31,8 +31,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import config  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.data import Views  # noqa: E402
 from cakes.engine import distributed  # noqa: E402
 from cakes.engine.log import RunLog  # noqa: E402
@@ -143,7 +143,7 @@ def conv_dtypes():
 def build(args, op_code='conv1_2_3d', search=False, precision='fp32'):
     """The check network, the same weights in every process (seed 0), its forward in the run's dtype."""
     torch.manual_seed(0)
-    conv_config = None if search else config.conv_configs['CAKES123D_P']
+    conv_config = None if search else resolve_conv_config('CAKES123D_P')
     model = TemporalModel(NUM_CLASS, args.num_segments, op_code=op_code, search=search, conv_config=conv_config,
                           dropout=0)
     return model.use_autocast(amp_dtype(None if precision == 'fp32' else precision))

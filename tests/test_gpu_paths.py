@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import config
+from cakes.configs import RELEASED
 import main
 from cakes.engine import loop
 from cakes.engine.log import RunLog
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 
 def small_model(**kwargs):
     torch.manual_seed(0)
-    return TemporalModel(174, 2, op_code='conv1_2_3d', conv_config=config.conv_configs['CAKES123D_P'], dropout=0,
+    return TemporalModel(174, 2, op_code='conv1_2_3d', conv_config=RELEASED['CAKES123D_P'], dropout=0,
                          **kwargs)
 
 

@@ -173,6 +173,8 @@ def test_released_checkpoints_take_the_number_of_classes_from_their_classifier(d
 def test_checkpoint_classes_reads_either_classifier_with_or_without_module(prefix, key):
     assert checkpoint_classes({prefix + key: torch.zeros(7, 16), prefix + 'x': torch.zeros(3)}, 'c') == 7
     with pytest.raises(UsageError, match="'c' has no classifier weights"):
+        checkpoint_classes({prefix + 'base_model.conv1.weight': torch.zeros(3)}, 'c')
+    with pytest.raises(UsageError, match=r"'c' holds another kind of network: its keys \(x, \.\.\.\)"):
         checkpoint_classes({prefix + 'x': torch.zeros(3)}, 'c')
 
 
