@@ -1,4 +1,5 @@
-"""CAKES: search, prune, retrain and evaluate I3D networks on Something-Something.
+"""CAKES: search, prune, retrain and evaluate I3D networks on Something-Something (and the other datasets of
+`--dataset`).
 
     CUDA_VISIBLE_DEVICES=0,...,7 python main.py --root_path PATH --dataset somethingv1 \
         --checkpoint_dir DIR --type I3D --arch resnet50 --num_segments 8 -b 96 --lr 0.04 --op_code conv1_2_3d ...
@@ -30,8 +31,8 @@ from cakes.engine.run import Source, run
 from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
-from cakes.models.description import input_size
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix
+from cakes.models.description import input_size
 from cakes.models.flags import FLAGS as NETWORK_FLAGS, fill_network_flags, not_given
 
 
