@@ -9,10 +9,11 @@ BN, ReLU: CAKES_PLAN=branches); `channels_last` runs the same modules in the cha
 (cakes.ops.plans, the default everywhere), NCDHW and channels_last; `folded` (eval only) folds every BN into
 the convolution before it (branch form); `onnxruntime` (eval only, CPU) runs the
 network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads.
---table times every config of config.py, conv3d and convp3d, and ends with each one's time as a ratio to
-conv3d's fastest form beside the FLOPs ratio and the limit 0.15 + 0.85 x FLOPs ratio (convolutions are about
-85% of conv3d's time). --per_layer prints, per CAKES op, each branch's width, FLOPs, time, GFLOP/s and the
-plan chosen; --plot draws time against FLOPs for every setting measured.
+--table times every config of config.py, conv3d and convp3d, and ends with each one's time in main.py's
+default form (planned_cl on a CPU) as a ratio to conv3d's fastest form, beside the FLOPs ratio and the limit
+0.15 + 0.85 x FLOPs ratio (convolutions are about 85% of conv3d's time). --per_layer prints, per CAKES op,
+each branch's width, FLOPs, time, GFLOP/s, the plan chosen, and the time of the conv3d network's 3x3x3 op there;
+--plot draws time against FLOPs for every setting measured.
 GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
 (forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
 (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
@@ -189,17 +190,15 @@ def print_layers(setting, models, clip, train, batch):
     models[impl].train(train)
 
 
-def ratio_table(rows):
+def ratio_table(rows, default):
     """Markdown lines: per setting its FLOPs and time as ratios to conv3d's fastest form (per mode and batch),
-    the limit 0.15 + 0.85 x FLOPs ratio, the fastest form of each cell, and the branch form's ratio."""
+    the limit 0.15 + 0.85 x FLOPs ratio; each cell the form main.py runs by default (`default`, when it was
+    timed, else the fastest) and, beside it, the branch form's ratio."""
     cells = sorted({(r['mode'], r['batch']) for r in rows}, key=lambda c: (c[0] != 'eval', c[1]))
-    fastest = {}
-    for r in rows:
-        k = (r['setting'], r['mode'], r['batch'], r['impl'] in BRANCH_FORM)
-        if k not in fastest or r['ms_per_clip'] < fastest[k]['ms_per_clip']:
-            fastest[k] = r
-    def best(setting, mode, batch, branch_form=None):
-        found = [fastest[k] for k in fastest if k[:3] == (setting, mode, batch) and branch_form in (None, k[3])]
+
+    def best(setting, mode, batch, impls):
+        found = [r for r in rows if (r['setting'], r['mode'], r['batch']) == (setting, mode, batch)
+                 and r['impl'] in impls]
         return min(found, key=lambda r: r['ms_per_clip']) if found else None
     settings = list(dict.fromkeys(r['setting'] for r in rows))
     if 'conv3d' not in settings:
@@ -211,8 +210,9 @@ def ratio_table(rows):
         flops = next(r['gflops'] for r in rows if r['setting'] == setting) / base_flops
         values = []
         for mode, batch in cells:
-            conv3d, own = best('conv3d', mode, batch), best(setting, mode, batch)
-            before = best(setting, mode, batch, True)
+            conv3d = best('conv3d', mode, batch, IMPLS)
+            own = best(setting, mode, batch, [default]) or best(setting, mode, batch, IMPLS)
+            before = best(setting, mode, batch, BRANCH_FORM)
             text = f"{own['ms_per_clip'] / conv3d['ms_per_clip']:.2f} {own['impl']}"
             if before is not None and before is not own:
                 text += f" (branches {before['ms_per_clip'] / conv3d['ms_per_clip']:.2f})"
@@ -268,8 +268,10 @@ def main(argv=None):
                 print(f"{setting:<28} {row['impl']:<14} {row['mode']:<6} {batch:>5} {row['ms_per_clip']:>9.1f} "
                       f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f} {row['first_s']:>8.2f}", flush=True)
     if args.table:
-        print('time per clip as a ratio to conv3d in its fastest form; limit = 0.15 + 0.85 x FLOPs ratio')
-        for line in ratio_table(rows):
+        default = 'planned' if device.type == 'cuda' else 'planned_cl'  # what main.py runs (engine.run)
+        print(f'time per clip as a ratio to conv3d in its fastest form, {default} (the default) beside the branch '
+              'form; limit = 0.15 + 0.85 x FLOPs ratio')
+        for line in ratio_table(rows, default):
             print(line)
     if args.plot:
         plot(rows, args.plot)

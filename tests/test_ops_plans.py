@@ -133,6 +133,23 @@ def test_measuring_leaves_rng_statistics_and_state_dict_alone(monkeypatch):
     assert {k: v.shape for k, v in model.state_dict().items()} == keys
 
 
+def test_a_plan_is_chosen_from_warm_runs_and_only_when_clearly_faster_than_the_branches(monkeypatch):
+    """The first run of a plan is not timed (the library sets up its shapes then); rounds alternate in order; a
+    plan replaces the branches only when it wins by plans.MARGIN."""
+    order = []
+    cost = {'branches': 10.0, 'merge(0+1)': 9.9, 'stacked': 30.0}
+    monkeypatch.setattr(plans, 'step_fn', lambda op, x, name, conv, grad: lambda: order.append(name))
+    monkeypatch.setattr(plans, 'timed', lambda fn, device: (fn(), cost[order[-1]] + 50 * (len(order) <= 3))[1])
+    times = plans.measure(None, torch.zeros(2, 1), list(cost), [None])
+    names = list(cost)
+    rounds = [names if r % 2 == 0 else names[::-1] for r in range(plans.TIMED_ROUNDS)]
+    assert order == names + sum(rounds, [])
+    assert times == cost  # the slow first runs are not among them
+    assert plans.fastest(times) == 'branches'  # 1% faster: noise
+    assert plans.fastest({'branches': 10.0, 'merge(0+1)': 9.0, 'stacked': 30.0}) == 'merge(0+1)'
+    assert plans.fastest({'merge()': 1.0}) == 'merge()'
+
+
 def test_plans_are_exported_loaded_and_reused_without_measuring(monkeypatch, tmp_path):
     monkeypatch.delenv(plans.ENV, raising=False)
     torch.manual_seed(0)

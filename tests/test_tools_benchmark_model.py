@@ -19,10 +19,13 @@ def test_table_per_layer_and_plot(tmp_path):
         for m in ('eval', 'train') for b in (1, 2)}
     head = lines.index('| setting | FLOPs | limit | eval b1 | eval b2 | train b1 | train b2 |')
     conv3d, cakes = lines[head + 2].split(' | '), lines[head + 3].split(' | ')
-    assert conv3d[1:3] == ['1.00', '1.00'] and all(cell.startswith('1.00 ') for cell in conv3d[3:])
+    assert conv3d[1:3] == ['1.00', '1.00']
+    # each cell: the default form's time over conv3d's fastest form's (so conv3d's own default is at least 1)
+    assert all(cell.split()[1] == 'planned_cl' for cell in conv3d[3:] + cakes[3:])
+    assert all(float(cell.split()[0]) >= 1.0 for cell in conv3d[3:])
     assert cakes[0] == '| conv1_2_3d:CAKES123D_P' and cakes[1:3] == ['0.70', '0.75']  # FLOPs ratio, limit
     ops = [line for line in lines if line.startswith('base_model.layer')]
     assert len(ops) == 16 * 4  # every CAKES op, per mode and batch
-    plans = [line.split()[-3] for line in ops]
+    plans = [line.split()[-4] for line in ops]
     assert all(plan in ('branches', 'stacked') or plan.startswith('merge(') for plan in plans), plans
     assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

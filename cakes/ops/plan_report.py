@@ -1,5 +1,6 @@
 """Where a network's CAKES ops spend their time: per op, each branch's width, FLOPs, time and GFLOP/s, and the
-plan the op chose (cakes.ops.plans) with its time against the branch form's. For scripts/benchmark_model.py
+plan the op chose (cakes.ops.plans) with its time against the branch form's and against one 3x3x3 convolution of
+all its filters (what the conv3d network runs there). For scripts/benchmark_model.py
 --per_layer."""
 import math
 
@@ -74,13 +75,19 @@ def op_rows(name, op, x, train):
             flops = conv_flops(conv, x, width) * (3 if train else 1)
             branches.append({'kind': kind, 'width': width, 'gflops': flops / 1e9, 'ms': seconds * 1e3,
                              'gflops_per_s': flops / seconds / 1e9})
+        # the conv3d network's op at this place: one 3x3x3 convolution of all the op's filters
+        conv = op.convs[0][0]
+        full = torch.randn(sum(b['width'] for b in branches), conv.in_channels, 3, 3, 3, device=x.device,
+                           dtype=x.dtype, requires_grad=train)
+        fn = (lambda: plans.run_conv(x, full, None, conv.stride, (1, 1, 1)))
+        full_ms = timed_min(grad_step(fn, [x, full]) if train else fn, x.device) * 1e3
         whole = {}
         inputs = [x] + [branch[0].weight for branch in op.convs]
         for form in dict.fromkeys([plan, plans.BRANCHES]):
             fn = (lambda f=form: op_conv(op, x, locals_, f))
             whole[form] = timed_min(grad_step(fn, inputs) if train else fn, x.device) * 1e3
     return {'op': name, 'branches': branches, 'plan': plan, 'plan_ms': whole[plan],
-            'branches_ms': whole[plans.BRANCHES], 'gflops': sum(b['gflops'] for b in branches)}
+            'branches_ms': whole[plans.BRANCHES], 'full_ms': full_ms, 'gflops': sum(b['gflops'] for b in branches)}
 
 
 def layer_table(model, clip, train):
@@ -93,11 +100,13 @@ def layer_table(model, clip, train):
 
 
 def format_table(rows):
-    """Text lines of `layer_table` rows."""
-    lines = [f"{'op':<28} {'branch':<7} {'width':>5} {'GFLOPs':>7} {'ms':>7} {'GFLOP/s':>8}  plan (ms, branches ms)"]
+    """Text lines of `layer_table` rows; `3x3x3 ms` is the time of the conv3d network's op at the same place."""
+    lines = [f"{'op':<28} {'branch':<7} {'width':>5} {'GFLOPs':>7} {'ms':>7} {'GFLOP/s':>8}  "
+             "plan (ms, branches ms, 3x3x3 ms)"]
     for row in rows:
         for i, b in enumerate(row['branches']):
-            tail = f"  {row['plan']} ({row['plan_ms']:.1f}, {row['branches_ms']:.1f})" if i == 0 else ''
+            tail = (f"  {row['plan']} ({row['plan_ms']:.1f}, {row['branches_ms']:.1f}, {row['full_ms']:.1f})"
+                    if i == 0 else '')
             lines.append(f"{row['op'] if i == 0 else '':<28} {b['kind']:<7} {b['width']:>5} {b['gflops']:>7.3f} "
                          f"{b['ms']:>7.2f} {b['gflops_per_s']:>8.1f}{tail}")
     return lines

@@ -36,7 +36,8 @@ BRANCHES = 'branches'
 STACKED = 'stacked'
 _LOCK = threading.RLock()  # one measurement at a time: DataParallel replica threads wait for the first
 COST_LIMIT = 1.75  # plans doing more multiply-adds than this times the branches' are not timed
-FINALIST = 1.5  # plans timed a second time: within this factor of the best first run
+TIMED_ROUNDS = 2  # timed runs of each candidate plan, after an untimed one
+MARGIN = 0.03  # another plan replaces the branch form when it is faster by at least this fraction
 DROPOUT_SPLITS = 2  # sampled channel splits a dropout supernet's rule is measured on
 
 
@@ -374,24 +375,34 @@ def step_fn(op, x, name, conv, grad):
 def measure(op, x, names, convs):
     """{plan: seconds}, each the sum over `convs` (functions of (input, plan name); None: the CakesOp itself).
 
-    Cheap: on the first clip of the batch only, one run of every plan (its first, so it includes the
-    library's set-up of the shapes), then one more run of those within FINALIST of the best, which keep
-    their faster run.
+    On the first clip of the batch only (time per clip hardly depends on the batch, so choosing costs the same
+    at any batch): one untimed run of every plan (the library sets up its shapes then, so a first run says
+    little), then TIMED_ROUNDS rounds, alternating in order so that no plan always runs after the same one;
+    each plan keeps its fastest round.
     """
     grad = torch.is_grad_enabled()
-    x = x[:1]  # one clip: time per clip hardly depends on the batch; choosing costs the same at any batch
+    x = x[:1]
     x = x.detach().requires_grad_(x.requires_grad) if grad else x
     steps = {name: [step_fn(op, x, name, conv, grad) for conv in convs] for name in names}
 
     def run(name):
         return sum(timed(step, x.device) for step in steps[name])
-    times = {name: run(name) for name in names}
-    best = min(times.values())
-    finalists = [name for name in names if times[name] <= FINALIST * best]
-    if len(finalists) > 1:
-        for name in finalists:
-            times[name] = min(times[name], run(name))
+    for name in names:
+        run(name)
+    times = {}
+    for r in range(TIMED_ROUNDS):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name] = min(times.get(name, math.inf), run(name))
     return times
+
+
+def fastest(times):
+    """The fastest plan, but the branch form unless another plan beats it by MARGIN: a plan within timing noise
+    of the branches is not worth the risk of being slower."""
+    name = min(times, key=times.get)
+    if BRANCHES in times and times[name] > (1 - MARGIN) * times[BRANCHES]:
+        return BRANCHES
+    return name
 
 
 def distributed():
@@ -418,7 +429,7 @@ def choose(op, x, key, convs):
         if name is None:
             if not distributed() or torch.distributed.get_rank() == 0:
                 times = measure(op, x, candidates(op, x, COST_LIMIT), convs)
-                name = min(times, key=times.get)
+                name = fastest(times)
                 op.__dict__.setdefault('plan_times', {})[key] = times
             if distributed():
                 box = [name]
