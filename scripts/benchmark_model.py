@@ -239,6 +239,12 @@ def plot(rows, path):
             fastest = min((r for r in cell if r['setting'] == setting), key=lambda r: r['ms_per_clip'])
             ax.annotate(setting.partition(':')[2] or setting, (fastest['gflops'], fastest['ms_per_clip']),
                         textcoords='offset points', xytext=(4, -11 if n % 2 else 4), fontsize=8)
+        base = [r for r in cell if r['setting'] == 'conv3d']
+        if base:  # the goal: conv3d's time scaled as 0.15 + 0.85 x the FLOPs ratio
+            fast = min(base, key=lambda r: r['ms_per_clip'])
+            xs = [min(r['gflops'] for r in cell), fast['gflops']]
+            ax.plot(xs, [fast['ms_per_clip'] * (0.15 + 0.85 * x / fast['gflops']) for x in xs], '--', color='grey',
+                    label='limit 0.15 + 0.85 x FLOPs ratio')
         ax.set_xlabel('GFLOPs per clip (forward)')
         ax.set_ylabel('ms per clip')
         ax.set_title(f"{'eval forward' if mode == 'eval' else 'train step'}, batch {batch}")

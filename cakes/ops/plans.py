@@ -36,7 +36,8 @@ BRANCHES = 'branches'
 STACKED = 'stacked'
 _LOCK = threading.RLock()  # one measurement at a time: DataParallel replica threads wait for the first
 COST_LIMIT = 1.75  # plans doing more multiply-adds than this times the branches' are not timed
-TIMED_ROUNDS = 2  # timed runs of each candidate plan, after an untimed one
+TIMED_ROUNDS = 2  # timed runs of the branches and the finalists, after an untimed one of every plan
+FINALIST = 1.3  # plans timed again: within this factor of the fastest first timed run
 MARGIN = 0.03  # another plan replaces the branch form when it is faster by at least this fraction
 DROPOUT_SPLITS = 2  # sampled channel splits a dropout supernet's rule is measured on
 
@@ -373,12 +374,13 @@ def step_fn(op, x, name, conv, grad):
 
 
 def measure(op, x, names, convs):
-    """{plan: seconds}, each the sum over `convs` (functions of (input, plan name); None: the CakesOp itself).
+    """{plan: [seconds of each of `convs`]} (functions of (input, plan name); None: the CakesOp itself).
 
     On the first clip of the batch only (time per clip hardly depends on the batch, so choosing costs the same
     at any batch): one untimed run of every plan (the library sets up its shapes then, so a first run says
-    little), then TIMED_ROUNDS rounds, alternating in order so that no plan always runs after the same one;
-    each plan keeps its fastest round.
+    little), one timed run of each, then TIMED_ROUNDS - 1 more, in alternating order so that no plan always
+    runs after the same one, of the branch form and the plans within FINALIST of the fastest; each keeps its
+    fastest run per function.
     """
     grad = torch.is_grad_enabled()
     x = x[:1]
@@ -386,21 +388,24 @@ def measure(op, x, names, convs):
     steps = {name: [step_fn(op, x, name, conv, grad) for conv in convs] for name in names}
 
     def run(name):
-        return sum(timed(step, x.device) for step in steps[name])
+        return [timed(step, x.device) for step in steps[name]]
     for name in names:
         run(name)
-    times = {}
-    for r in range(TIMED_ROUNDS):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name] = min(times.get(name, math.inf), run(name))
+    times = {name: run(name) for name in names}
+    for r in range(1, TIMED_ROUNDS):
+        best = min(map(sum, times.values()))
+        finalists = [n for n in names if n == BRANCHES or sum(times[n]) <= FINALIST * best]
+        for name in (finalists[::-1] if r % 2 else finalists):
+            times[name] = [min(a, b) for a, b in zip(times[name], run(name))]
     return times
 
 
 def fastest(times):
-    """The fastest plan, but the branch form unless another plan beats it by MARGIN: a plan within timing noise
-    of the branches is not worth the risk of being slower."""
-    name = min(times, key=times.get)
-    if BRANCHES in times and times[name] > (1 - MARGIN) * times[BRANCHES]:
+    """The plan of least total time in `times` (from measure), but the branch form unless that plan beats it by
+    MARGIN on every function timed (each channel draw of a dropout supernet): within timing noise, or faster
+    for one draw and not another, a plan is not worth the risk of being slower."""
+    name = min(times, key=lambda n: sum(times[n]))
+    if BRANCHES in times and any(t > (1 - MARGIN) * b for t, b in zip(times[name], times[BRANCHES])):
         return BRANCHES
     return name
 
