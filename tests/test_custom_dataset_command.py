@@ -3,6 +3,7 @@ train, validate, write the checkpoint the second command names, and evaluate it.
 import os
 import re
 import shlex
+import shutil
 
 import pytest
 import torch
@@ -55,14 +56,17 @@ def test_the_documented_custom_dataset_commands_train_and_evaluate(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     train, evaluate = (as_run(command, root, out) for command in commands)
 
-    run_cli(main.main, train + SMALL + ['--epochs', '1'])  # one epoch, not the docs' 30
-    printed = capsys.readouterr().out
-    assert 'Epoch: [0][0/2]' in printed and len(re.findall(r'^Testing Results: ', printed, re.M)) == 1
-    checkpoint = evaluate[evaluate.index('--resume') + 1]  # the path the docs give: the training run wrote it
-    description = torch.load(checkpoint, weights_only=True)['description']
-    assert description['class_names'] == CLASSES and description['num_segments'] == 8
-    assert description['op_code'] == 'conv1_2_3d' and description['conv_config'] == conv_configs()['CAKES123D_P']
+    try:
+        run_cli(main.main, train + SMALL + ['--epochs', '1'])  # one epoch, not the docs' 30
+        printed = capsys.readouterr().out
+        assert 'Epoch: [0][0/2]' in printed and len(re.findall(r'^Testing Results: ', printed, re.M)) == 1
+        checkpoint = evaluate[evaluate.index('--resume') + 1]  # the path the docs give: the training run wrote it
+        description = torch.load(checkpoint, weights_only=True)['description']
+        assert description['class_names'] == CLASSES and description['num_segments'] == 8
+        assert description['op_code'] == 'conv1_2_3d' and description['conv_config'] == conv_configs()['CAKES123D_P']
 
-    run_cli(main.main, evaluate + SMALL)
-    printed = capsys.readouterr().out
-    assert 'Epoch: ' not in printed and len(re.findall(r'^Testing Results: Prec@1 [\d.]+ ', printed, re.M)) == 1
+        run_cli(main.main, evaluate + SMALL)
+        printed = capsys.readouterr().out
+        assert 'Epoch: ' not in printed and len(re.findall(r'^Testing Results: Prec@1 [\d.]+ ', printed, re.M)) == 1
+    finally:  # a ResNet-50 checkpoint is hundreds of MB: leave nothing behind
+        shutil.rmtree(out, ignore_errors=True)
