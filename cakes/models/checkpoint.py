@@ -8,12 +8,11 @@ import warnings
 import torch
 
 from cakes.errors import UsageError
-from cakes.ops.kernels import KINDS, kind_of_size
+from cakes.ops.kernels import KINDS, VIDEO_KIND_NAMES, kind_of_size
 from cakes.ops.registry import cakes_op_code
 
 ARCH_OF_LAYER3 = {6: 'resnet50', 23: 'resnet101'}
 OWN_PREFIXES = ('base_model.', 'new_fc.')  # the keys of TemporalModel, as released
-VIDEO_KIND_NAMES = {'kxkxk': '3D', '1xkxk': '2D', 'kx1x1': '1D'}
 CHECK_FLAGS = 'check the path given to --resume/--finetune/--prune_model_path'
 
 
