@@ -118,5 +118,5 @@ def build_dataset(dataset, root_path, split, num_segments, input_size=224, train
     return make(videos, source, num_segments, input_size, train, uint8, flips, dense)
 
 
-__all__ = ['DATASETS', 'OPTIONS', 'class_names', 'class_source', 'num_classes', 'frame_source', 'Views', 'add_view_flags',
-           'add_dataset_flags', 'dataset_options', 'build_dataset', 'normalize_uint8']
+__all__ = ['DATASETS', 'OPTIONS', 'class_names', 'class_source', 'num_classes', 'frame_source', 'Views',
+           'add_view_flags', 'add_dataset_flags', 'dataset_options', 'build_dataset', 'normalize_uint8']
