@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 
+from . import plans
 from .kernels import kernel_cost
 
 
@@ -127,7 +128,7 @@ def channel_costs(model, example_input, searchable_ops):
     root = type(model).__name__
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), plans.off(), FlopCounterMode(display=False) as counter:  # per branch module
         model(example_input)
     model.train(was_training)
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
