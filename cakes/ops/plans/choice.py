@@ -134,19 +134,19 @@ def choose(op, x, key, policy, channels=None):
     by rank 0 for every rank (they all reach it at the same step: DDP steps in lock-step); any other key
     (evaluation: each rank evaluates its own shard, possibly none, so no rank may wait for another there) takes
     the plan of the same input's training key, else the branch form."""
-    names = candidates(op)
+    options = candidates(op)
     if policy.forced is not None:
-        return policy.forced if policy.forced in names else BRANCHES
+        return policy.forced if policy.forced in options else BRANCHES
     x = x[:CAP.get(x.device.type, 1)]
     draws = splits(op, x, channels)
-    names = worth_timing(op, x, names, draws)
-    if len(names) < 2:
+    options = worth_timing(op, x, options, draws)
+    if len(options) < 2:
         return BRANCHES
     if not sharing.distributed():
-        return fastest(measure(op, x, names, draws))
+        return fastest(measure(op, x, options, draws))
     if not key.trains:
         return op.plans.get(key.in_training(), BRANCHES)
-    return sharing.on_rank_0(lambda: fastest(measure(op, x, names, draws)), f'timing the execution plans for {key}')
+    return sharing.on_rank_0(lambda: fastest(measure(op, x, options, draws)), f'timing the execution plans for {key}')
 
 
 def candidates(op):
@@ -154,16 +154,16 @@ def candidates(op):
     groups (5 for three branches; only the full merge for more), 'merge()' for one branch, and the stacked
     plan when the op does not stride in time."""
     n = len(op.convs)
-    names = [BRANCHES]
+    options = [BRANCHES]
     if n > 1:
         partitions = set_partitions(list(range(n))) if n <= 3 else [[list(range(n))]]
         merges = {Merge(tuple(tuple(g) for g in p if len(g) > 1)) for p in partitions}
-        names += sorted((m for m in merges if m.groups), key=lambda m: (len(str(m)), str(m)))
+        options += sorted((m for m in merges if m.groups), key=lambda m: (len(str(m)), str(m)))
     elif n == 1:
-        names.append(Merge())
+        options.append(Merge())
     if STACKED.applies(op):
-        names.append(STACKED)
-    return names
+        options.append(STACKED)
+    return options
 
 
 def set_partitions(items):
@@ -204,7 +204,7 @@ def work(op, x, train, channels=None):
     return total * (3 if train else 1)
 
 
-def worth_timing(op, x, names, draws):
+def worth_timing(op, x, options, draws):
     """The candidates worth timing on `x` (already capped to CAP clips); none where timing cannot tell them
     apart. The criterion depends on shapes only, so every rank and every run decides alike:
     - none on a device other than the CPU and CUDA (no timing is set up for it);
@@ -219,12 +219,12 @@ def worth_timing(op, x, names, draws):
     sizes = [tuple(branch[0].kernel_size) for branch in op.convs]
     widths = [branch[0].out_channels for branch in op.convs]
     everything = Merge((tuple(range(len(op.convs))),))
-    full = everything.cost(sizes, widths) if everything in names else math.inf
-    return [n for n in names if n.cost(sizes, widths) <= COST_LIMIT[device]
+    full = everything.cost(sizes, widths) if everything in options else math.inf
+    return [n for n in options if n.cost(sizes, widths) <= COST_LIMIT[device]
             and not (isinstance(n, Merge) and n != everything and n.cost(sizes, widths) >= 0.95 * full)]
 
 
-def measure(op, x, names, draws):
+def measure(op, x, options, draws):
     """{plan: [seconds of each draw]}: the step of each plan (timing.op_step) on `x`.
 
     One untimed run of every plan (the libraries set up a new shape's kernels then, so a first run says
@@ -233,18 +233,18 @@ def measure(op, x, names, draws):
     run per draw.
     """
     train = torch.is_grad_enabled()
-    steps = {name: [timing.op_step(op, x, name, train, draw) for draw in draws] for name in names}
+    steps = {plan: [timing.op_step(op, x, plan, train, draw) for draw in draws] for plan in options}
 
-    def run(name):
-        return [timing.seconds(step, x.device) for step in steps[name]]
-    for name in names:
-        run(name)
-    times = {name: run(name) for name in names}
+    def run(plan):
+        return [timing.seconds(step, x.device) for step in steps[plan]]
+    for plan in options:
+        run(plan)
+    times = {plan: run(plan) for plan in options}
     for r in range(1, TIMED_ROUNDS):
         best = min(map(sum, times.values()))
-        finalists = [n for n in names if n == BRANCHES or sum(times[n]) <= FINALIST * best]
-        for name in (finalists[::-1] if r % 2 else finalists):
-            times[name] = [min(a, b) for a, b in zip(times[name], run(name))]
+        finalists = [n for n in options if n == BRANCHES or sum(times[n]) <= FINALIST * best]
+        for plan in (finalists[::-1] if r % 2 else finalists):
+            times[plan] = [min(a, b) for a, b in zip(times[plan], run(plan))]
     return times
 
 
@@ -252,7 +252,7 @@ def fastest(times):
     """The plan of least total time in `times` (from measure), but the branch form unless that plan beats it by
     MARGIN on every draw timed (each channel draw of a dropout supernet): within timing noise, or faster for
     one draw and not another, a plan is not worth the risk of being slower."""
-    name = min(times, key=lambda n: sum(times[n]))
-    if BRANCHES in times and any(t > (1 - MARGIN) * b for t, b in zip(times[name], times[BRANCHES])):
+    plan = min(times, key=lambda n: sum(times[n]))
+    if BRANCHES in times and any(t > (1 - MARGIN) * b for t, b in zip(times[plan], times[BRANCHES])):
         return BRANCHES
-    return name
+    return plan

@@ -25,7 +25,6 @@ from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-LAYOUTS = {True: 'cl', False: 'contiguous'}
 
 
 def channels_last(x):
