@@ -160,6 +160,7 @@ def place_model(args, model, gpus):
     if channels_last(args):
         model.use_channels_last()
     model.use_autocast(amp_dtype(args.amp))  # in the model: DataParallel's replica threads would lose the dtype
+    model.use_plans(ops.plans.run_policy(seeded=args.seed is not None))  # rank 0's CAKES_PLAN; no timing with --seed
     if gpus or distributed.active() and torch.cuda.is_available():
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_modes(args)
     if distributed.active():

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 
+from . import plans
 from .kernels import VIDEO_KIND_NAMES, kernel_cost
 
 
@@ -151,7 +152,7 @@ def channel_costs(model, example_input, searchable_ops):
     root = type(model).__name__
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), plans.off(), FlopCounterMode(display=False) as counter:  # per branch module
         model(example_input)
     model.train(was_training)
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
