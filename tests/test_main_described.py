@@ -185,6 +185,8 @@ def test_a_taken_bak_is_kept_and_the_next_number_used(pipeline, tmp_path, monkey
     ('D/I3D_x_segment8__epoch15.pth.tar', 'D/I3D_x_segment8_'),
     ('ckpt/supernet.pth.tar', 'ckpt/supernet'),
     ('ckpt/supernet.pt', 'ckpt/supernet'),
+    ('ckpt/supernet.pth', 'ckpt/supernet'),
+    ('ckpt/RUN_epoch15', 'ckpt/RUN_epoch15'),  # no checkpoint extension: the name as it is
 ])
 def test_prune_output_prefix(path, prefix):
     assert prune_output_prefix(path) == prefix

@@ -14,7 +14,7 @@ from cakes import ops
 from cakes.complexity import count_flops, count_params
 from cakes.conv_config import conv_configs
 from cakes.files import save_atomic
-from cakes.models.checkpoint import prune_output_prefix, released_state
+from cakes.models.checkpoint import released_state
 from cakes.errors import UsageError
 from cakes.models import TemporalModel, describe
 from cakes.plot import config_figure, describe_config
@@ -84,13 +84,6 @@ def test_plot_config_draws_keys_files_and_checkpoints(tmp_path, capsys):
     assert capsys.readouterr().out.count('35.70 M params 164.77 GFLOPs') == 2  # at 16 frames (8: 82.39)
     with pytest.raises(UsageError, match='neither a key'):
         plot_config.main(['NO_SUCH_KEY', '--out', str(out)])
-
-
-@pytest.mark.parametrize('path, prefix', [('d/RUN_checkpoint.pth.tar', 'd/RUN'), ('d/RUN_best.pth.tar', 'd/RUN'),
-                                          ('d/RUN_epoch15.pth.tar', 'd/RUN'), ('d/x.pth.tar', 'd/x'),
-                                          ('d/x.pth', 'd/x')])
-def test_prune_output_prefix(path, prefix):
-    assert prune_output_prefix(path) == prefix
 
 
 @pytest.mark.parametrize('op_code', ['conv1_2_3d', 'conv1_2d_dropout'])

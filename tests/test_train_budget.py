@@ -21,7 +21,7 @@ FRAMES, SIZE, CLASSES = 2, 48, 5  # those of conftest's supernet
 
 
 def released_rule(scale, n):
-    """SPEC section 6: keep every channel whose |scale| is at least the int(total / n)-th largest."""
+    """The released pruning rule: keep every channel whose |scale| is at least the int(total / n)-th largest."""
     values = scale.detach().abs()
     threshold = values.sort(descending=True).values[values.numel() // n - 1]
     return torch.nonzero(values >= threshold).flatten()
