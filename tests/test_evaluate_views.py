@@ -68,7 +68,8 @@ def checkpoint(tmp_path_factory):
     torch.nn.init.normal_(model.new_fc.weight, 0, 0.1)
     path = str(tmp_path_factory.mktemp('ckpt') / 'model.pth.tar')
     torch.save({'epoch': 3, 'state_dict': released_state(model), 'best_prec1': 12.5}, path)
-    return path
+    yield path
+    os.remove(path)
 
 
 def evaluate(data, out, checkpoint, capsys, *extra):

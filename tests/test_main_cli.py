@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,7 +29,8 @@ def checkpoint(out, name='checkpoint'):
 def searched(data, tmp_path_factory):
     out = tmp_path_factory.mktemp('search')
     cli(data, out, '--op_code', 'conv1_2_3d', '--search', '-sr', '--s', '0.001', '--reweight')
-    return out
+    yield out
+    shutil.rmtree(out)  # a supernet checkpoint of 560 MB
 
 
 def test_search_writes_the_released_checkpoint_and_log(searched, capsys):

@@ -3,6 +3,7 @@ disagree with it refused; the pruned config beside the supernet and ./conv_confi
 import ast
 import errno
 import os
+import shutil
 
 import pytest
 import torch
@@ -48,7 +49,8 @@ def pipeline(data, tmp_path_factory):
         pruned = path_of(root / 'ft')
     finally:
         os.chdir(cwd)
-    return root, supernet, pruned
+    yield root, supernet, pruned
+    shutil.rmtree(root)
 
 
 def test_every_checkpoint_describes_its_network(data, pipeline):

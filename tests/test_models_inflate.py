@@ -1,5 +1,7 @@
 """ImageNet initialisation: inflating a torchvision 2D ResNet state_dict into the I3D backbone as the released
 code does."""
+import os
+
 import pytest
 import torch
 import torchvision
@@ -45,7 +47,8 @@ def resnet50_2d(tmp_path_factory):
     state = randomised_resnet_state('resnet50', 0)
     path = tmp_path_factory.mktemp('weights') / 'resnet50.pth'
     torch.save(state, path)
-    return str(path), state
+    yield str(path), state
+    os.remove(path)
 
 
 # ----------------------------------------------------------------------------- expected values

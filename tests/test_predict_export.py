@@ -41,7 +41,8 @@ def checkpoints(data, tmp_path_factory):
     state = {'epoch': 1, 'state_dict': released_state(model), 'best_prec1': 0.0}
     torch.save(dict(state, description=description), folder / 'described.pth.tar')
     torch.save(state, folder / 'released.pth.tar')
-    return str(folder / 'described.pth.tar'), str(folder / 'released.pth.tar')
+    yield str(folder / 'described.pth.tar'), str(folder / 'released.pth.tar')
+    shutil.rmtree(folder)
 
 
 def predict_main(capsys, *argv):

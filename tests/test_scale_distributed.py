@@ -2,6 +2,7 @@
 video once, rank-0-only output in the released format, a dropout supernet, preemption of one process."""
 import os
 import signal
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import main
-from conftest import RUN, wait_for
+from conftest import RUN, user_env, wait_for
 from conftest_scale import free_port, read_events
 from cakes.engine.run import build_model
 from cakes.data.synthetic import make_synthetic_data
@@ -29,7 +30,7 @@ def torchrun(data, out, *extra, wait=True):
                str(free_port()), os.path.join(REPO, 'main.py'), '--root_path', data, '--checkpoint_dir', str(out),
                '-b', '4', *TINY, *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(out.parent),
-                               env=dict(os.environ, OMP_NUM_THREADS='1'))
+                               env=user_env(OMP_NUM_THREADS='1'))  # rank 0 measures plans, both use its choice
     return process.communicate(timeout=300) + (process.returncode,) if wait else process
 
 
@@ -56,7 +57,8 @@ def searched(data, tmp_path_factory):
     out.mkdir()
     stdout, stderr, status = torchrun(data, out, *SEARCH, '-sr', '--reweight')
     assert status == 0, stderr
-    return out, stdout
+    yield out, stdout
+    shutil.rmtree(out)
 
 
 def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searched):
@@ -108,12 +110,12 @@ def rank_pid(launcher, rank):
     raise AssertionError(f'no worker of rank {rank} among {children}')
 
 
-def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_resumes(tmp_path_factory):
+def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_resumes(tmp_path):
     """Dropout supernets leave branches unused (DDP's find_unused_parameters); a SIGTERM to rank 1 alone stops
     both processes after the same iteration, rank 0 saves, and --auto_resume finishes the epoch."""
-    root = str(tmp_path_factory.mktemp('ssv1_16'))
+    root = str(tmp_path / 'ssv1_16')
     make_synthetic_data(root, train=16, val=3, frames=6)
-    out = tmp_path_factory.mktemp('ddp_stop') / 'out'
+    out = tmp_path / 'out'
     out.mkdir()
     launcher = torchrun(root, out, '--op_code', 'convst_dropout', '--search', wait=False)
     try:

@@ -3,6 +3,7 @@ never gives more FLOPs, targets out of reach are refused; --prune --target_gflop
 import ast
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -144,7 +145,8 @@ def test_targets_out_of_reach_name_the_range(supernet):
 def supernet_checkpoint(supernet, tmp_path_factory):
     path = str(tmp_path_factory.mktemp('budget') / 'I3D_somethingv1_resnet50_segment2__best.pth.tar')
     save_atomic({'epoch': 1, 'arch': 'resnet50', 'state_dict': released_state(supernet), 'best_prec1': 0.0}, path)
-    return path
+    yield path
+    shutil.rmtree(os.path.dirname(path))
 
 
 def prune_cli(path, *extra):
