@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import main
-from conftest import RUN, user_env, wait_for
+from conftest import PLAN_ENV, RUN, user_env, wait_for
 from conftest_scale import free_port, read_events
 from cakes.engine.run import build_model
 from cakes.data.synthetic import make_synthetic_data
@@ -84,10 +84,11 @@ def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searc
     assert len(saved['rank_rng']) == 2 and saved['rng']['loader_seed'] == saved['rank_rng'][1]['loader_seed']
 
 
-def test_validation_counts_every_video_once_like_one_process(data, searched, tmp_path, capsys):
+def test_validation_counts_every_video_once_like_one_process(data, searched, tmp_path, monkeypatch, capsys):
     """Training differs from one process (per-process BN statistics, crops drawn per process), validation must
     not: the 2-process summary equals one process evaluating the saved checkpoint, per-process batch alike."""
     out, stdout = searched
+    monkeypatch.delenv(PLAN_ENV)  # as a user's run: the plans the checkpoint holds, those its validation ran
     run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY, *SEARCH, '-b', '2',
                         '--resume', checkpoint(out), '--evaluate'])
     single = results_line(capsys.readouterr().out)
