@@ -4,7 +4,8 @@
 
 The network and the class names come from the checkpoint's description; a released checkpoint has none:
 give the model flags it was trained with (as for main.py) and --category category.txt (as many names as its
-classifier has classes). An input that cannot
+classifier has classes). The probabilities are the softmax of the mean logits of the views (what TSM's --softmax
+writes: no flag needed), or with --average_probabilities the mean of the views' probabilities. An input that cannot
 be read is named in one line on stderr, the others are still predicted, and the exit status is 1.
 """
 import argparse
@@ -34,14 +35,14 @@ def build_parser():
                    '(00001.jpg or 000001.jpg, ...)')
     p.add_argument('--json', action='store_true', help='one JSON object per input instead of text')
     p.add_argument('-b', '--batch-size', type=int, default=4, help='views per forward (memory)')
-    add_view_flags(p)
+    add_view_flags(p, softmax=False)  # the probabilities shown already are the softmax of the mean logits
     add_model_flags(p)
     return p
 
 
 def probabilities(model, views, protocol, batch_size):
-    """Class probabilities of one video from its (V, T*3, s, s) views: the softmax of the mean logits (with or
-    without --softmax, as TSM), or with --average_probabilities the mean of the views' probabilities."""
+    """Class probabilities of one video from its (V, T*3, s, s) views: the softmax of the mean logits (what TSM's
+    --softmax writes), or with --average_probabilities the mean of the views' probabilities."""
     mean_probabilities = protocol.averaging == 'probabilities'
     with torch.no_grad():
         scores = average_views(view_logits(model, views[None], torch.device('cpu'), chunk=batch_size),

@@ -1,4 +1,5 @@
-"""Parameter and FLOP counts with the SPEC's convention (FlopCounterMode over one eval forward)."""
+"""Parameter and FLOP counts as the released models' reference counts take them: torch's FlopCounterMode
+over one eval forward of one clip (a multiply-add is 2 FLOPs), and every parameter of the model."""
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

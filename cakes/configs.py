@@ -1,4 +1,4 @@
-"""The six released replacement configurations (SPEC section 1), shipped inside the package so that
+"""The six replacement configurations of the released config.py (the paper's searched networks), shipped inside the package so that
 `--conv_config KEY` works wherever cakes is installed. One dict per bottleneck in network order (16 for
 ResNet-50), mapping branch names to widths that sum to the block width (64, 128, 256, 512 per layer).
 Your own configs go into config.py at the top of the clone (cakes.conv_config merges them over these).

@@ -28,7 +28,7 @@ from cakes.models.loading import add_model_flags, model_description  # noqa: E40
 from cakes.plot import png_bytes  # noqa: E402
 
 COMPLEXITY = os.path.join(ROOT, 'tests', 'data', 'complexity.json')
-# Published SSV1 top-1 (center crop, 1 clip; SPEC section 1): (label, op_code, conv_config, frames, top-1).
+# The paper's SSV1 top-1 (center crop, 1 clip): (label, op_code, conv_config, frames, top-1).
 PUBLISHED = [('CAKES-C 1,2D', 'conv1_2d', 'CAKES12D_C', 8, 46.8), ('CAKES-P 2,3D', 'convst', 'CAKES23D_P', 8, 47.4),
              ('CAKES-P 1,2,3D', 'conv1_2_3d', 'CAKES123D_P', 8, 47.2),
              ('CAKES-C 1,2D', 'conv1_2d', 'CAKES12D_C', 16, 48.0), ('CAKES-P 2,3D', 'convst', 'CAKES23D_P', 16, 48.6),

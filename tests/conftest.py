@@ -9,10 +9,31 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-@pytest.fixture(scope='module')
+PLAN_ENV = 'CAKES_PLAN'  # cakes.ops.plans.ENV, named here so that conftest imports nothing heavy
+
+
+@pytest.fixture(scope='session', autouse=True)
+def branch_form():
+    """CAKES ops run their branch form (the released computation) instead of timing the other execution plans
+    at each op's first forward: that timing doubles a tiny run's time and makes its numbers depend on the
+    machine's load. The tests of the plans set or unset CAKES_PLAN themselves, and so do the processes that
+    run as a user's (user_env)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PLAN_ENV, 'branches')
+        yield
+
+
+def user_env(**extra):
+    """The environment of a process that runs as a user's: plans measured and chosen, `extra` added."""
+    env = {k: v for k, v in os.environ.items() if k != PLAN_ENV}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope='session', autouse=True)
 def single_thread():
-    """One intra-op thread for the module: on a small shared machine, two OpenMP threads competing with
-    other processes make the CPU convolutions many times slower. Restored afterwards."""
+    """One intra-op thread for every test: on a small shared machine, two OpenMP threads competing with other
+    processes make the CPU convolutions many times slower (a tiny search epoch here: 3 times the CPU time).
+    Restored afterwards."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cakes.data.lists import LAYOUTS
+from conftest import PLAN_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, HEIGHT = 176, 100  # SSV1 frame size
@@ -67,6 +68,7 @@ def load_script(name):
 
 
 def run_script(name, *args, env=None):
-    """Run `python scripts/NAME.py ARGS` from the repo root, as a user does."""
+    """Run `python scripts/NAME.py ARGS` from the repo root, as a user does (plans measured: see user_env)."""
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != PLAN_ENV}
     return subprocess.run([sys.executable, os.path.join('scripts', name + '.py'), *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, env=env)

@@ -1,4 +1,6 @@
-"""Parameter and FLOP counts (tests/data/complexity.json) and the scripts/complexity.py command line."""
+"""Parameter and FLOP counts (tests/data/complexity.json, the reference counts of the released code's nine
+settings: see tests/data/README.md), each row derived here by hand from the network's definition, and the
+scripts/complexity.py command line."""
 import importlib.util
 import json
 import os
@@ -26,6 +28,63 @@ def meta_model(row, num_segments):
     with torch.device('meta'):
         return TemporalModel(num_class=174, num_segments=num_segments, op_code=row['op_code'],
                              conv_config=conv_config, backbone='resnet50', dropout=0.3, pretrained=None)
+
+
+# Kernel volume of each sub-kernel kind (3x3x3, 1x3x3, 3x1x1).
+KERNEL_VOLUME = {'kxkxk': 27, '1xkxk': 9, 'kx1x1': 3}
+# The 3x3 operation of each plain op code, its convolutions' kinds (C to C channels): convp3d is 1x3x3 then 3x1x1.
+PLAIN_OPS = {'conv3d': ['kxkxk'], 'conv2d': ['1xkxk'], 'convp3d': ['1xkxk', 'kx1x1']}
+with open(os.path.join(ROOT, 'tests', 'data', 'conv_configs.json')) as f:
+    REFERENCE_CONFIGS = json.load(f)
+
+
+def hand_count(op_code, config, frames, size=224, classes=174):
+    """(params, FLOPs) of the I3D ResNet-50 by its layer table. A bias-free Conv3d from Cin to Cout channels has
+    Cout * Cin * kernel volume parameters and, as FlopCounterMode counts it, 2 * Cout * Cin * kernel volume FLOPs at
+    every output position (frames x height x width; padding changes nothing). A BN has 2 * C parameters (its
+    running statistics are buffers); BN, ReLU, pooling and the mean over frames count no FLOPs. The classifier,
+    Linear(2048, classes) with bias, runs on each frame's pooled features: 2 * frames * 2048 * classes FLOPs."""
+    totals = [0, 0]
+
+    def conv(cin, cout, volume, side):
+        totals[0] += cout * cin * volume
+        totals[1] += 2 * cout * cin * volume * frames * side * side
+
+    def bn(channels):
+        totals[0] += 2 * channels
+
+    conv(3, 64, 1 * 7 * 7, size // 2)  # conv1, stride (1, 2, 2)
+    bn(64)
+    side, cin = size // 4, 64  # after the (1, 3, 3) max pool of stride (1, 2, 2)
+    configs = iter(config or [])
+    for layer, (blocks, width) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512])):
+        for block in range(blocks):
+            out_side = side // 2 if layer and not block else side  # layers 2-4 start at spatial stride 2
+            conv(cin, width, 1, side)  # conv1 1x1x1, before the stride
+            bn(width)
+            if op_code in PLAIN_OPS:
+                for kind in PLAIN_OPS[op_code]:
+                    conv(width, width, KERNEL_VOLUME[kind], out_side)
+            else:  # CAKES: each branch reads all `width` inputs and writes its share of the outputs
+                for kind, channels in next(configs).items():
+                    conv(width, channels, KERNEL_VOLUME[kind], out_side)
+            bn(width)  # the 3x3 operation's BN
+            conv(width, 4 * width, 1, out_side)  # conv3
+            bn(4 * width)
+            if block == 0:  # downsample: 1x1x1 conv at the block's stride, BN
+                conv(cin, 4 * width, 1, out_side)
+                bn(4 * width)
+            cin, side = 4 * width, out_side
+    totals[0] += 2048 * classes + classes
+    totals[1] += 2 * frames * 2048 * classes
+    return tuple(totals)
+
+
+@pytest.mark.parametrize('row', ROWS, ids=ROW_IDS)
+def test_reference_rows_are_the_hand_counts_of_the_network(row):
+    config = REFERENCE_CONFIGS[row['conv_config']] if row['conv_config'] else None
+    assert hand_count(row['op_code'], config, 8) == (row['params'], row['flops_8f'])
+    assert hand_count(row['op_code'], config, 16) == (row['params'], row['flops_16f'])
 
 
 def test_reference_rows():

@@ -1,4 +1,4 @@
-"""The training and validation transforms against SPEC's numbers and a plain PIL implementation."""
+"""The training and validation transforms against the released transforms' numbers and a plain PIL implementation."""
 import numpy as np
 import pytest
 import torch

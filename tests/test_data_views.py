@@ -1,4 +1,4 @@
-"""Multi-view test protocols (SPEC section 9): crop boxes, clip indices and the views they make."""
+"""Multi-view test protocols (TSM's test_models.py): crop boxes, clip indices and the views they make."""
 import numpy as np
 import pytest
 import torch

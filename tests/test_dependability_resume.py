@@ -1,6 +1,7 @@
 """Exact resume (end of epoch and mid-epoch), released checkpoints, --auto_resume, preemption, NaN losses."""
 import os
 import signal
+import shutil
 import subprocess
 import sys
 
@@ -41,7 +42,8 @@ def straight(data, tmp_path_factory):
     """Two epochs in one go: what every interrupted run must end with."""
     out = tmp_path_factory.mktemp('straight')
     cli(data, out, '--epochs', '2')
-    return out
+    yield out
+    shutil.rmtree(out)
 
 
 def test_auto_resume_after_an_epoch_ends_where_the_straight_run_does(data, straight, tmp_path, capsys):

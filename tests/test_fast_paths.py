@@ -57,6 +57,7 @@ def test_channels_last_gives_the_same_logits_and_gradients(op_code, search, key)
 @pytest.mark.parametrize('op_code, search, key', SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_folding_batchnorm_keeps_the_eval_function(op_code, search, key):
     model = randomised(op_code, search, key).eval()
+    before = copy.deepcopy(model.state_dict())
     folded = fold_batchnorm(model)
     clip = torch.randn(2, 6, 64, 64)
     with torch.no_grad():
@@ -66,8 +67,11 @@ def test_folding_batchnorm_keeps_the_eval_function(op_code, search, key):
         assert torch.allclose(folded(clip), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
     batchnorms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     assert len(batchnorms) == (16 if op_code.endswith('_dropout') else 0)
-    assert model.state_dict().keys() != folded.state_dict().keys()  # the original is left as it was
-    assert all(isinstance(m, torch.nn.BatchNorm3d) for m in [model.base_model.bn1])
+    assert model.state_dict().keys() != folded.state_dict().keys()
+    # the original is left as it was: every BN and every weight
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert sum(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules()) == 53  # stem, 3 a block, 4 shortcuts
 
 
 def test_frame_convolution_path_keeps_channels_last():

@@ -1,5 +1,6 @@
 """Paths that only GPUs take, run on the CPU: the autocast dtype in DataParallel's replica threads, host
-synchronisations per training step, worker random streams per rank (issue 20)."""
+synchronisations per training step, and the loader workers' random numbers, which must differ between
+processes and repeat on resume."""
 import random
 import threading
 from types import SimpleNamespace
@@ -174,12 +175,25 @@ def test_loader_workers_draw_their_own_numbers_in_each_process_and_again_on_resu
     assert torch.equal(worker_draws(1)[1], draws1)  # a resumed process draws the same again
 
 
-class FakeDataParallel(torch.nn.Module):
-    """nn.DataParallel's face without GPUs: the module it wraps."""
+class ReplicaThreadDataParallel(torch.nn.Module):
+    """nn.DataParallel without GPUs: its forward runs the wrapped module in a fresh thread under an autocast
+    that names no dtype, as torch's parallel_apply runs each replica (there the thread's default is float16)."""
 
     def __init__(self, module):
         super().__init__()
         self.module = module
+
+    def forward(self, x):
+        outputs = []
+
+        def replica():
+            with torch.autocast('cpu', dtype=torch.float16):
+                outputs.append(self.module(x))
+
+        thread = threading.Thread(target=replica)
+        thread.start()
+        thread.join()
+        return outputs[0]
 
 
 @pytest.mark.parametrize('flags, benchmark', [(['--op_code', 'conv1_2_3d_dropout', '--search'], False),
@@ -188,16 +202,23 @@ class FakeDataParallel(torch.nn.Module):
 def test_on_gpus_cudnn_benchmarks_only_where_the_shapes_stay_and_the_model_keeps_the_amp_dtype(
         tmp_path, monkeypatch, flags, benchmark):
     from cakes.engine import run as engine
+    moved = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(torch.nn.Module, 'to', lambda self, *args, **kwargs: self)
-    monkeypatch.setattr(torch.nn, 'DataParallel', FakeDataParallel)
+    monkeypatch.setattr(torch.nn.Module, 'to', lambda self, *args, **kwargs: moved.append(args) or self)
+    monkeypatch.setattr(torch.nn, 'DataParallel', ReplicaThreadDataParallel)
     monkeypatch.setattr(torch.backends.cudnn, 'benchmark', not benchmark)
     monkeypatch.setattr(torch.backends.cudnn, 'deterministic', False)
     args = main.build_parser().parse_args(['--checkpoint_dir', str(tmp_path), '--amp', *flags])
+    torch.manual_seed(0)
     model, device = engine.place_model(args, TemporalModel(174, 2, op_code=args.op_code, search=True), 8)
     assert torch.backends.cudnn.benchmark is benchmark and device.type == 'cuda'
     assert torch.backends.cudnn.deterministic is ('--seed' in flags)
-    assert model.module.amp_dtype == torch.bfloat16  # DataParallel's replicas run in bf16 (first test)
+    assert isinstance(model, ReplicaThreadDataParallel) and moved == [('cuda',)]
+    # DataParallel's replicas run in bf16 (the first test), not in their thread's float16
+    seen = conv_dtypes(model.module)
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(1, 6, 32, 32))
+    assert logits.dtype == torch.bfloat16 and seen and set(seen) == {torch.bfloat16}
 
 
 def test_a_batch_that_leaves_gpus_idle_under_dataparallel_is_named():

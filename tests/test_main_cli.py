@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,7 +29,8 @@ def checkpoint(out, name='checkpoint'):
 def searched(data, tmp_path_factory):
     out = tmp_path_factory.mktemp('search')
     cli(data, out, '--op_code', 'conv1_2_3d', '--search', '-sr', '--s', '0.001', '--reweight')
-    return out
+    yield out
+    shutil.rmtree(out)  # a supernet checkpoint of 560 MB
 
 
 def test_search_writes_the_released_checkpoint_and_log(searched, capsys):
@@ -93,8 +95,42 @@ def test_dropout_supernet_search_skips_validation_and_prunes(data, tmp_path, mon
         checkpoint(tmp_path))
     config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
     assert all(list(b) == ['kxkxk', '1xkxk'] for b in config)
-    cli(data, tmp_path / 'ft', '--op_code', 'convst', '--conv_config', 'conv_config.txt',
+    capsys.readouterr()
+    # At lr 0 the finetuned weights stay those it started from: the supernet's kept channels.
+    cli(data, tmp_path / 'ft', '--op_code', 'convst', '--conv_config', 'conv_config.txt', '--lr', '0',
         '--finetune', checkpoint(tmp_path))
+    assert f"=> initialised from the kept channels of supernet '{checkpoint(tmp_path)}'" in capsys.readouterr().out
+    supernet = torch.load(checkpoint(tmp_path), weights_only=True)['state_dict']
+    finetuned = torch.load(checkpoint(tmp_path / 'ft'), weights_only=True)
+    assert finetuned['epoch'] == 1
+    assert_kept_channels(supernet, finetuned['state_dict'], config)
+
+
+def assert_kept_channels(supernet, pruned, config):
+    """`pruned` holds the channels of the dropout supernet `supernet` (convst) that pruning keeps, the C largest
+    |BN scale| of each op (ties towards the earlier channel), with the widths of `config`; everything else as
+    it is. Running statistics are left out: a training epoch moves them."""
+    ops = list(dict.fromkeys(key.split('.convT.')[0] for key in supernet if '.convT.' in key))
+    assert len(ops) == len(config) == 16
+    for op, widths in zip(ops, config):
+        scale = supernet[f'{op}.convT.norm.weight']
+        width = len(scale) // 2
+        kept = torch.sort(scale.abs(), descending=True, stable=True).indices[:width].sort().values
+        in_branch = [kept[kept < width], kept[kept >= width] - width]
+        assert [len(k) for k in in_branch] == [widths['kxkxk'], widths['1xkxk']]
+        j = 0  # a branch of width 0 is left out: the later ones shift down
+        for b, local in enumerate(in_branch):
+            if len(local):
+                weight = supernet[f'{op}.convT.convs.{b}.0.weight'][local]
+                assert torch.equal(pruned[f'{op}.convT.convs.{j}.0.weight'], weight)
+                j += 1
+        assert f'{op}.convT.convs.{j}.0.weight' not in pruned
+        for entry in ('weight', 'bias'):
+            assert torch.equal(pruned[f'{op}.convT.out.0.{entry}'], supernet[f'{op}.convT.norm.{entry}'][kept])
+    others = [k for k in supernet if '.convT.' not in k and not k.endswith(('running_mean', 'running_var', 'tracked'))]
+    assert len(others) > 100
+    for key in others:
+        assert torch.equal(pruned[key], supernet[key]), key
 
 
 ERRORS = [

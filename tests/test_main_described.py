@@ -3,6 +3,7 @@ disagree with it refused; the pruned config beside the supernet and ./conv_confi
 import ast
 import errno
 import os
+import shutil
 
 import pytest
 import torch
@@ -48,7 +49,8 @@ def pipeline(data, tmp_path_factory):
         pruned = path_of(root / 'ft')
     finally:
         os.chdir(cwd)
-    return root, supernet, pruned
+    yield root, supernet, pruned
+    shutil.rmtree(root)
 
 
 def test_every_checkpoint_describes_its_network(data, pipeline):
@@ -185,6 +187,8 @@ def test_a_taken_bak_is_kept_and_the_next_number_used(pipeline, tmp_path, monkey
     ('D/I3D_x_segment8__epoch15.pth.tar', 'D/I3D_x_segment8_'),
     ('ckpt/supernet.pth.tar', 'ckpt/supernet'),
     ('ckpt/supernet.pt', 'ckpt/supernet'),
+    ('ckpt/supernet.pth', 'ckpt/supernet'),
+    ('ckpt/RUN_epoch15', 'ckpt/RUN_epoch15'),  # no checkpoint extension: the name as it is
 ])
 def test_prune_output_prefix(path, prefix):
     assert prune_output_prefix(path) == prefix

@@ -30,7 +30,8 @@ def supernet(data, tmp_path_factory):
     """A one-epoch conv1_2_3d sparsity supernet in DIR, under the default run name."""
     out = tmp_path_factory.mktemp('guarded')
     run_main(data, out, '--op_code', 'conv1_2_3d', '--search', '-sr', '--epochs', '1')
-    return out
+    yield out
+    shutil.rmtree(out)  # a supernet checkpoint of 560 MB
 
 
 def test_a_run_of_another_network_refuses_to_overwrite_it(supernet, data, capsys):
@@ -46,14 +47,22 @@ def test_a_run_of_another_network_refuses_to_overwrite_it(supernet, data, capsys
                        before['state_dict']['module.new_fc.weight'])
 
 
-def test_the_same_network_without_resume_refuses_and_overwrite_moves_it_aside(supernet, data, capsys):
+def copy_run(out, copy):
+    """A copy of the run folder `out` whose checkpoints are hard links (a run replaces them, never writes into
+    them), so that the copy costs no disk; logs, which a run appends to, are copied."""
+    def link_checkpoints(src, dst):
+        return os.link(src, dst) if src.endswith('.pth.tar') else shutil.copy2(src, dst)
+    return shutil.copytree(out, str(copy), copy_function=link_checkpoints)
+
+
+def test_the_same_network_without_resume_refuses_and_overwrite_moves_it_aside(supernet, data, tmp_path, capsys):
     again = ['--op_code', 'conv1_2_3d', '--search', '-sr', '--epochs', '1']
     with pytest.raises(SystemExit):
         run_main(data, supernet, *again)
     err = capsys.readouterr().err
     assert 'a checkpoint of this network (epoch 1)' in err and f'--resume {checkpoint(supernet)}' in err
     old = load(checkpoint(supernet))['state_dict']['module.new_fc.weight']
-    copy = shutil.copytree(supernet, str(supernet) + '_copy')
+    copy = copy_run(supernet, tmp_path / 'copy')
     run_main(data, copy, *again, '--overwrite')
     assert "=> --overwrite: the earlier run's checkpoints and logs moved to" in capsys.readouterr().out
     [aside] = os.listdir(os.path.join(copy, 'overwritten'))
@@ -65,8 +74,8 @@ def test_the_same_network_without_resume_refuses_and_overwrite_moves_it_aside(su
     assert os.path.isfile(checkpoint(copy))  # the new run's
 
 
-def test_resuming_the_run_itself_is_allowed(supernet, data):
-    copy = shutil.copytree(supernet, str(supernet) + '_resumed')
+def test_resuming_the_run_itself_is_allowed(supernet, data, tmp_path):
+    copy = copy_run(supernet, tmp_path / 'resumed')
     run_main(data, copy, '--resume', checkpoint(copy), '-sr', '--epochs', '2')
     assert load(checkpoint(copy))['epoch'] == 2
 

@@ -1,4 +1,7 @@
-"""ImageNet initialisation: inflating a torchvision 2D ResNet state_dict into the I3D backbone (SPEC section 5)."""
+"""ImageNet initialisation: inflating a torchvision 2D ResNet state_dict into the I3D backbone as the released
+code does."""
+import os
+
 import pytest
 import torch
 import torchvision
@@ -10,7 +13,7 @@ from cakes.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
-# Branch order of every searchable op code (SPEC section 4), independent of the code under test.
+# Branch order of every searchable op code in the released network, independent of the code under test.
 BRANCH_KINDS = {
     'convst': ('kxkxk', '1xkxk'),
     'conv1_2d': ('1xkxk', 'kx1x1'),
@@ -44,7 +47,8 @@ def resnet50_2d(tmp_path_factory):
     state = randomised_resnet_state('resnet50', 0)
     path = tmp_path_factory.mktemp('weights') / 'resnet50.pth'
     torch.save(state, path)
-    return str(path), state
+    yield str(path), state
+    os.remove(path)
 
 
 # ----------------------------------------------------------------------------- expected values
@@ -88,7 +92,7 @@ def expected_widths(op_code, search, conv_config, index, width):
 
 
 def check_inflation(base, state2d, op_code, search=False, conv_config=None, arch='resnet50'):
-    """Check every rule of SPEC section 5 on the backbone `base` against the 2D state_dict."""
+    """Check every rule of the released inflation on the backbone `base` against the 2D state_dict."""
     assert_close(base.conv1.weight.detach(), state2d['conv1.weight'].unsqueeze(2), 'conv1.weight')
     assert_bn(base.bn1, state2d, 'bn1')
     cakes = op_code in ('convst', 'conv1_2d', 'conv1_2_3d')

@@ -74,7 +74,7 @@ def kind_of(module):
 
 @pytest.mark.parametrize('op_code', ALL_OP_CODES)
 def test_convT_kernels_strides_and_bn(op_code):
-    """Every 3x3 operation: the SPEC's kernels and paddings, stride (1, s, s), no bias, one BN after the convs."""
+    """Every 3x3 operation: the released kernels and paddings, stride (1, s, s), no bias, one BN after the convs."""
     with torch.device('meta'):
         model = TemporalModel(num_class=174, num_segments=8, op_code=op_code, search=True)
     blocks = [blk for layer in range(1, 5) for blk in getattr(model.base_model, f'layer{layer}')]

@@ -245,13 +245,32 @@ def test_eval_with_all_top_channels_in_one_branch():
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_stride_two_supernet():
+def strided_filters(op, x, stride):
+    """all_filters at the spatial stride `stride`, given here rather than read from the op's convolutions."""
+    return torch.cat([F.conv3d(x, b[0].weight, None, (1, stride, stride), b[0].padding) for b in op.convs], dim=1)
+
+
+def test_stride_two_supernet(monkeypatch):
     op = make_op('conv1_2_3d_dropout', seed=9, stride=2)
     op.train()
-    assert op(x_input()).shape == (2, C, 2, 4, 4)
-    op.eval()
+    drawn = record_channels(op, monkeypatch)
+    x = x_input()
+    y = op(x)
+    (index,) = drawn
     with torch.no_grad():
-        assert op(x_input()).shape == (2, C, 2, 4, 4)
+        expected = F.relu(F.batch_norm(strided_filters(op, x, 2)[:, index], None, None, op.norm.weight[index],
+                                       op.norm.bias[index], training=True, eps=op.norm.eps))
+    assert y.shape == (2, C, 2, 4, 4)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    op.eval()
+    kept = torch.argsort(op.norm.weight.abs(), descending=True)[:C].sort().values
+    with torch.no_grad():
+        y = op(x)
+        expected = F.relu(F.batch_norm(strided_filters(op, x, 2)[:, kept], op.norm.running_mean[kept],
+                                       op.norm.running_var[kept], op.norm.weight[kept], op.norm.bias[kept],
+                                       training=False, eps=op.norm.eps))
+    assert y.shape == (2, C, 2, 4, 4)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- whole model

@@ -54,6 +54,21 @@ def test_settings_made_by_the_user_are_left_alone():
     assert faults > 20000
 
 
-def test_main_applies_them_before_torch_loads():
-    source = open(os.path.join(ROOT, 'main.py')).read()
-    assert source.index('tune_process()') < source.index('import torch')
+# A script imported in a fresh interpreter, with tune_process wrapped to note whether torch was loaded by then.
+IMPORT_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import cakes.runtime
+tune = cakes.runtime.tune_process
+calls = []
+cakes.runtime.tune_process = lambda: calls.append('torch' in sys.modules) or tune()
+import {script}
+print(calls, 'torch' in sys.modules)
+"""
+
+
+@pytest.mark.parametrize('script', ['main', 'predict'])
+def test_the_scripts_apply_them_before_torch_loads(script):
+    code = IMPORT_SCRIPT.format(root=ROOT, script=script)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ['[False]', 'True']  # called once, torch not yet loaded; loaded afterwards

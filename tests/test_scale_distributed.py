@@ -2,6 +2,7 @@
 video once, rank-0-only output in the released format, a dropout supernet, preemption of one process."""
 import os
 import signal
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import main
-from conftest import RUN, wait_for
+from conftest import PLAN_ENV, RUN, user_env, wait_for
 from conftest_scale import free_port, read_events
 from cakes.engine.run import build_model
 from cakes.data.synthetic import make_synthetic_data
@@ -23,13 +24,14 @@ SEARCH = ['--op_code', 'conv1_2_3d', '--search']
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 
-def torchrun(data, out, *extra, wait=True):
-    """`python -m torch.distributed.run --nproc_per_node 2 main.py ...` with -b 4 (2 per process)."""
+def torchrun(data, out, *extra, wait=True, plans=True):
+    """`python -m torch.distributed.run --nproc_per_node 2 main.py ...` with -b 4 (2 per process); with `plans`
+    as a user's run (rank 0 measures the CAKES ops' plans, both processes run its choice), else the branch form."""
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
                str(free_port()), os.path.join(REPO, 'main.py'), '--root_path', data, '--checkpoint_dir', str(out),
                '-b', '4', *TINY, *extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(out.parent),
-                               env=dict(os.environ, OMP_NUM_THREADS='1'))
+                               env=user_env(OMP_NUM_THREADS='1') if plans else dict(os.environ, OMP_NUM_THREADS='1'))
     return process.communicate(timeout=300) + (process.returncode,) if wait else process
 
 
@@ -56,7 +58,8 @@ def searched(data, tmp_path_factory):
     out.mkdir()
     stdout, stderr, status = torchrun(data, out, *SEARCH, '-sr', '--reweight')
     assert status == 0, stderr
-    return out, stdout
+    yield out, stdout
+    shutil.rmtree(out)
 
 
 def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searched):
@@ -82,10 +85,11 @@ def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searc
     assert len(saved['rank_rng']) == 2 and saved['rng']['loader_seed'] == saved['rank_rng'][1]['loader_seed']
 
 
-def test_validation_counts_every_video_once_like_one_process(data, searched, tmp_path, capsys):
+def test_validation_counts_every_video_once_like_one_process(data, searched, tmp_path, monkeypatch, capsys):
     """Training differs from one process (per-process BN statistics, crops drawn per process), validation must
     not: the 2-process summary equals one process evaluating the saved checkpoint, per-process batch alike."""
     out, stdout = searched
+    monkeypatch.delenv(PLAN_ENV)  # as a user's run: the plans the checkpoint holds, those its validation ran
     run_cli(main.main, ['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY, *SEARCH, '-b', '2',
                         '--resume', checkpoint(out), '--evaluate'])
     single = results_line(capsys.readouterr().out)
@@ -108,14 +112,14 @@ def rank_pid(launcher, rank):
     raise AssertionError(f'no worker of rank {rank} among {children}')
 
 
-def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_resumes(tmp_path_factory):
+def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_resumes(tmp_path):
     """Dropout supernets leave branches unused (DDP's find_unused_parameters); a SIGTERM to rank 1 alone stops
     both processes after the same iteration, rank 0 saves, and --auto_resume finishes the epoch."""
-    root = str(tmp_path_factory.mktemp('ssv1_16'))
+    root = str(tmp_path / 'ssv1_16')
     make_synthetic_data(root, train=16, val=3, frames=6)
-    out = tmp_path_factory.mktemp('ddp_stop') / 'out'
+    out = tmp_path / 'out'
     out.mkdir()
-    launcher = torchrun(root, out, '--op_code', 'convst_dropout', '--search', wait=False)
+    launcher = torchrun(root, out, '--op_code', 'convst_dropout', '--search', wait=False, plans=False)
     try:
         wait_for(str(out / 'log' / f'{RUN}.csv'), 'Epoch: [0][0/4]', launcher)
         os.kill(rank_pid(launcher, 1), signal.SIGTERM)
@@ -127,7 +131,8 @@ def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_res
     assert len(stops) == 1 and f'--resume {checkpoint(out)} ' in stops[0]
     saved = torch.load(checkpoint(out), weights_only=True)
     assert saved['epoch'] == 0 and 1 <= saved['iteration'] <= 4
-    stdout, stderr, status = torchrun(root, out, '--op_code', 'convst_dropout', '--search', '--auto_resume')
+    stdout, stderr, status = torchrun(root, out, '--op_code', 'convst_dropout', '--search', '--auto_resume',
+                                      plans=False)
     assert status == 0, stderr
     assert f"(epoch 0, iteration {saved['iteration']})" in stdout and 'Epoch: [0][0/4]' not in stdout
     assert torch.load(checkpoint(out), weights_only=True)['epoch'] == 1

@@ -2,7 +2,9 @@
 TensorBoard events, mixed precision and the gradient scaler's checkpoint state, the training benchmark."""
 import json
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,15 +50,53 @@ def test_shards_split_the_one_order_so_that_global_batches_do_not_depend_on_the_
     assert shards(11, world, epoch=1) != ranks
 
 
-def test_rng_states_go_back_per_process_or_only_the_shared_order():
-    sampler = EpochSampler(4)
-    states = [rng_state(sampler), rng_state(sampler)]
-    states[0]['loader_seed'], states[1]['loader_seed'] = 5, 5
+@pytest.fixture
+def global_rngs():
+    """Python's, numpy's and torch's global RNG states, put back after the test."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    yield
+    random.setstate(saved[0])
+    np.random.set_state(saved[1])
+    torch.set_rng_state(saved[2])
+
+
+def saved_process_states(sampler, seeds):
+    """rng_state of each process of a saved run, process r having seeded its RNGs with seeds[r]."""
+    states = []
+    for seed in seeds:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        sampler.seed = seed
+        states.append(rng_state(sampler))
+    return states
+
+
+def next_draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_rng_states_go_back_per_process_or_only_the_shared_order(global_rngs):
+    states = saved_process_states(EpochSampler(4), [5, 9])  # a run of 2 processes with distinct states
+    draws = []
+    for seed in (5, 9):
+        saved_process_states(EpochSampler(4), [seed])
+        draws.append(next_draws())
+    # The same process count: each rank takes its own states, its order's seed and its RNGs.
+    for rank in (0, 1):
+        other = EpochSampler(4)
+        restore_process_rng(states, other, rank, 2)
+        assert other.seed == [5, 9][rank] and next_draws() == draws[rank]
+    # Another process count: rank 0 takes rank 0's states; rank 1 only the order's seed, which every process
+    # shares (rank 0's), and keeps its own RNGs.
     other = EpochSampler(4)
-    restore_process_rng(states, other, 1, 3)  # another process count: rank 1 takes the order's seed only
-    assert other.seed == 5
-    restore_process_rng(states, other, 1, 2)
-    assert other.seed == 5
+    restore_process_rng(states, other, 0, 3)
+    assert other.seed == 5 and next_draws() == draws[0]
+    saved_process_states(EpochSampler(4), [123])  # rank 1 of the new run, seeded on its own
+    mine = next_draws()
+    saved_process_states(EpochSampler(4), [123])
+    restore_process_rng(states, other, 1, 3)
+    assert other.seed == 5 and next_draws() == mine
 
 
 def test_the_global_batch_must_divide_among_the_processes(monkeypatch):

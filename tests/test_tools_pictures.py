@@ -14,7 +14,7 @@ from cakes import ops
 from cakes.complexity import count_flops, count_params
 from cakes.conv_config import conv_configs
 from cakes.files import save_atomic
-from cakes.models.checkpoint import prune_output_prefix, released_state
+from cakes.models.checkpoint import released_state
 from cakes.errors import UsageError
 from cakes.models import TemporalModel, describe
 from cakes.plot import config_figure, describe_config
@@ -103,13 +103,6 @@ def test_plot_config_counts_a_checkpoints_own_classes(tmp_path, capsys, describe
     printed = capsys.readouterr().out
     assert f'RUN {count_params(network) / 1e6:.2f} M params' in printed and 'CAKES123D_P 33.51 M params' in printed
     assert 33.51e6 - count_params(network) == pytest.approx(171 * (2048 + 1), abs=0.005e6)  # 171 classes fewer
-
-
-@pytest.mark.parametrize('path, prefix', [('d/RUN_checkpoint.pth.tar', 'd/RUN'), ('d/RUN_best.pth.tar', 'd/RUN'),
-                                          ('d/RUN_epoch15.pth.tar', 'd/RUN'), ('d/x.pth.tar', 'd/x'),
-                                          ('d/x.pth', 'd/x')])
-def test_prune_output_prefix(path, prefix):
-    assert prune_output_prefix(path) == prefix
 
 
 @pytest.mark.parametrize('op_code', ['conv1_2_3d', 'conv1_2d_dropout'])

@@ -3,6 +3,7 @@ never gives more FLOPs, targets out of reach are refused; --prune --target_gflop
 import ast
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ FRAMES, SIZE, CLASSES = 2, 48, 5  # those of conftest's supernet
 
 
 def released_rule(scale, n):
-    """SPEC section 6: keep every channel whose |scale| is at least the int(total / n)-th largest."""
+    """The released pruning rule: keep every channel whose |scale| is at least the int(total / n)-th largest."""
     values = scale.detach().abs()
     threshold = values.sort(descending=True).values[values.numel() // n - 1]
     return torch.nonzero(values >= threshold).flatten()
@@ -144,7 +145,8 @@ def test_targets_out_of_reach_name_the_range(supernet):
 def supernet_checkpoint(supernet, tmp_path_factory):
     path = str(tmp_path_factory.mktemp('budget') / 'I3D_somethingv1_resnet50_segment2__best.pth.tar')
     save_atomic({'epoch': 1, 'arch': 'resnet50', 'state_dict': released_state(supernet), 'best_prec1': 0.0}, path)
-    return path
+    yield path
+    shutil.rmtree(os.path.dirname(path))
 
 
 def prune_cli(path, *extra):

@@ -38,7 +38,7 @@ def results(printed):
 
 @pytest.mark.parametrize('layout, videos, flags', FULL, ids=ids(FULL))
 def test_search_prune_retrain_evaluate(tmp_path_factory, tmp_path, monkeypatch, capsys, layout, videos, flags):
-    root = synthetic(tmp_path_factory, layout, videos, train=4, val=3)
+    root = synthetic(tmp_path_factory, layout, videos, val=3)  # 2 training videos: one step an epoch
     monkeypatch.chdir(tmp_path)
     common = ('--dataset', layout, '--epochs', '1', *flags)
     supernet = checkpoint(tmp_path / 'search', layout)

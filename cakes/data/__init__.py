@@ -1,4 +1,4 @@
-"""Video clips for training and validation: Something-Something (SPEC section 3), Kinetics-400, UCF101, HMDB51,
+"""Video clips for training and validation: Something-Something (as TRN's preparation lays it out), Kinetics-400, UCF101, HMDB51,
 Jester, Diving48 and any list (the `custom` dataset); the layouts are the rows of lists.LAYOUTS."""
 import functools
 import os

@@ -1,5 +1,5 @@
-"""Multi-view testing as TSM's test_models.py does it (SPEC section 9): several clips of a video, several crops
-of each clip; every view goes through the network and the video's score is their average.
+"""Multi-view testing as TSM's test_models.py does it: several clips of a video, several crops of each clip;
+every view goes through the network and the video's score is their average.
 
 The one-view protocol (one centred clip, the centre crop) is exactly the validation transform.
 """
@@ -134,8 +134,9 @@ class ViewDataset(VideoDataset):
         return self.views.transform(frames, self.input_size), label
 
 
-def add_view_flags(parser):
-    """The test-protocol flags (main.py --evaluate and predict.py)."""
+def add_view_flags(parser, softmax=True):
+    """The test-protocol flags (main.py --evaluate and predict.py). Without `softmax`, no --softmax flag: for a
+    tool whose scores always are the softmax of the mean logits (predict.py's probabilities)."""
     parser.add_argument('--test_crops', type=int, default=1, choices=CROPS,
                         help='crops per clip: 1 centre (released); 3 left/centre/right, 5 corners and centre, '
                              '10 those five and their flips, of the frame scaled to 256*S/224')
@@ -144,9 +145,12 @@ def add_view_flags(parser):
     parser.add_argument('--dense_sample', action='store_true',
                         help='frames 64/T apart (TSM): with --evaluate ten clips per video; in training one clip '
                              'from a random start (validation: the middle start)')
-    parser.add_argument('--softmax', action='store_true',
-                        help='scores are the softmax of the mean logits (TSM): probabilities to ensemble runs, the '
-                             'same Prec@1, Prec@5 and loss')
+    if softmax:
+        parser.add_argument('--softmax', action='store_true',
+                            help='scores are the softmax of the mean logits (TSM): probabilities to ensemble runs, '
+                                 'the same Prec@1, Prec@5 and loss')
+    else:
+        parser.set_defaults(softmax=False)
     parser.add_argument('--average_probabilities', action='store_true',
                         help="a video's score is the mean of its views' softmax probabilities (PySlowFast), which "
                              'can change Prec@1 and the loss')

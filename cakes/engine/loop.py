@@ -1,4 +1,4 @@
-"""One training epoch and one validation pass, printing the released lines (SPEC section 6)."""
+"""One training epoch and one validation pass, printing the lines the released loop prints."""
 import dataclasses
 import math
 import time

@@ -1,4 +1,4 @@
-"""Running averages and top-k accuracy, as the released loop reports them."""
+"""Running averages and top-k counts, as the released loop reports them."""
 import torch
 
 
@@ -27,11 +27,6 @@ def correct_tensors(output, target, topk=(1, 5)):
     return [correct[:, :min(k, maxk)].any(dim=1).sum() for k in topk]
 
 
-def correct_counts(output, target, topk=(1, 5)):
-    """correct_tensors as ints."""
-    return [int(count) for count in read_once(*correct_tensors(output, target, topk))]
-
-
 def read_once(*values):
     """Host numbers for `values`: 0-d tensors (on one device) read together, anything else passed through.
     Every read of a GPU tensor waits until the GPU has done all the work queued before it, so each read costs
@@ -40,7 +35,3 @@ def read_once(*values):
     read = iter(torch.stack([t.detach().double() for t in tensors]).tolist() if tensors else [])
     return [next(read) if isinstance(v, torch.Tensor) else v for v in values]
 
-
-def accuracy(output, target, topk=(1, 5)):
-    """Top-k accuracy in percent for each k (k capped at the number of classes)."""
-    return [100.0 * count / output.shape[0] for count in correct_counts(output, target, topk)]

@@ -1,4 +1,4 @@
-"""Parameter groups and the learning-rate schedule of the released training loop (SPEC section 6)."""
+"""Parameter groups and the learning-rate schedule of the released training loop (its warm-up and step quirks included)."""
 import torch
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""A video's score from its views (SPEC section 9): the mean of their logits (TSM; with --softmax the scores kept
+"""A video's score from its views, as TSM's test_models.py takes it: the mean of their logits (TSM; with --softmax the scores kept
 are the softmax of that mean, which changes neither accuracy nor loss), or with --average_probabilities the mean of
 their softmax probabilities (PySlowFast); accuracy and loss are taken on that score."""
 import torch

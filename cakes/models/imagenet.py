@@ -1,4 +1,5 @@
-"""Start the I3D backbone from a 2D torchvision ResNet by inflating its weights (SPEC section 5)."""
+"""Start the I3D backbone from a 2D torchvision ResNet by inflating its weights as the released code does: I3D
+inflation for 3x3x3 kernels, the 2D kernel as it is for 1x3x3, summed over space then inflated for 3x1x1."""
 import torch
 import torchvision
 
