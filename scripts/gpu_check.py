@@ -270,7 +270,8 @@ class ThreadReplicas(nn.Module):
             thread.join()
         if errors:
             raise errors[0]
-        return torch.cat(outputs)
+        with torch.autocast('cpu', enabled=False):  # a gather, not an op autocast would cast
+            return torch.cat(outputs)
 
 
 WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel, ThreadReplicas)
