@@ -11,7 +11,9 @@
 #   scripts/gpu_smoke.sh --device cpu          # the same parts on the CPU, tiny shapes (the tests run this)
 #
 # Environment: PYTHON (default python3), CAKES_WHEELS (the wheel folder, default wheels/ in this repository),
-# CAKES_SMOKE_NEEDS (what to make sure of, MODULE:PACKAGE words; default: av:av tensorboardX:tensorboardX).
+# CAKES_SMOKE_NEEDS (what to make sure of, MODULE:PACKAGE words; default: av:av tensorboardX:tensorboardX),
+# CAKES_SMOKE_CHECK_ARGS (more gpu_check.py flags for part 1, e.g. --no_torchrun), CAKES_SMOKE_LIMITS (the three
+# parts' time limits in seconds; default 300 120 180 on GPUs).
 # Exit status: 0 when every part passed, 1 when one failed or ran out of time, 2 when the machine cannot run
 # them (a package missing and no wheel for it, torch too old).
 set -u
@@ -66,6 +68,10 @@ else
     shape=(--batch 2 --repeats 1 --num_segments 4 --input_size 32)
     limits=(1500 600 900)
 fi
+if [[ -n ${CAKES_SMOKE_LIMITS:-} ]]; then
+    read -r -a limits <<< "$CAKES_SMOKE_LIMITS"
+fi
+read -r -a check_args <<< "${CAKES_SMOKE_CHECK_ARGS:-}"
 
 summary=()
 failures=0
@@ -84,11 +90,12 @@ part() {  # NAME LIMIT COMMAND...: run COMMAND with a time limit, note how it en
 }
 
 export PYTHONUNBUFFERED=1
-part gpu_check "${limits[0]}" "$PYTHON" scripts/gpu_check.py --device "$DEVICE" --timeout $((limits[0] / 3))
+part gpu_check "${limits[0]}" "$PYTHON" scripts/gpu_check.py --device "$DEVICE" --timeout $((limits[0] / 3 + 1)) \
+    ${check_args[@]+"${check_args[@]}"}
 part benchmark_model "${limits[1]}" "$PYTHON" scripts/benchmark_model.py --settings conv1_2_3d:CAKES123D_P \
     --impls plain channels_last planned planned_cl folded --per_layer "${shape[@]}"
 part "main.py bf16" "${limits[2]}" "$PYTHON" scripts/gpu_check.py --device "$DEVICE" --stages main --main_amp bf16 \
-    --timeout $((limits[2] / 4))
+    --timeout $((limits[2] / 4 + 1))
 
 echo "== summary ($DEVICE)"
 printf '%s\n' "${summary[@]}"
