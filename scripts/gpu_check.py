@@ -26,19 +26,19 @@ Every subprocess has a time limit (--timeout): one that runs past it is ended an
 stage that raises is a FAIL row too (the traceback goes to stderr) and the other stages still run. Prints the
 table and each stage's wall time; exit status 1 when a check fails, 2 without a GPU (and no --device cpu).
 
-Time on one H200 (not yet run on a GPU; an estimate from what each stage runs, to be replaced by the measured
-stage times): about 3 minutes. --device cpu took 160 s on 2 CPU cores; on a GPU the arithmetic is small and
-fixed costs dominate:
-- precision: 3 precisions x 3 steps of 2 clips of 4x112x112, the supernet's 3 steps and 20 10-crop views:
-  about 1 TFLOP in all, under a second at even 10% of the H200's 400 TFLOP/s (TF32); the plan timing at each
-  new network's first step (16 ops x 2 keys x at most 8 candidates x 3 runs x ~3 ms of launches on one clip,
-  ~2.5 s per network, 5 networks) and cuDNN's first calls: ~25 s.
-- torchrun: process start, CUDA and NCCL set-up ~20 s, then the precision stage's work: ~45 s.
-- main: 4 runs of main.py, each ~15 s of start-up (imports, CUDA, a ResNet-50 built, loader workers) plus
-  2 steps and one validation at 112x112; the first of each pair also times plans (~5 s): ~80 s.
-- timing: 2 networks x 2 modes x 4 forms x (1 + 3 repeats) steps of 12 clips of 8x224x224 (conv3d: ~33 GFLOPs
-  a clip forward, ~100 a train step, so ~1.2 PFLOP in the train steps: ~10 s at 30% of TF32's rate) plus
-  cudnn.benchmark's search and the plans' timing at each form's first step (~3 s each): ~40 s.
+Time on one H200: about 3.5 minutes (estimated: not yet run on a GPU; its `stage seconds` line will tell).
+- The arithmetic is negligible: the precision stage's 12 training steps and 20 10-crop views at 4x112x112 are
+  about 1 TFLOP (CAKES123D_P: 11.5 GFLOPs a clip forward, 3 times that a training step), the timing's timed
+  steps at 12x8x224x224 about 160 TFLOP (conv3d: 125 GFLOPs a clip forward): ~1 s at 150 TFLOP/s (30% of
+  TF32's rate, which cuDNN's convolutions use by default), 4 s at 40.
+- What costs is fixed per process and per new shape. Measured with --device cpu (all stages 124 s of CPU time
+  on 2 cores; a main.py process ~4 s to start and import, ~10 s for its tiny epoch): per process ~4 s to start,
+  plus ~3 s for CUDA's context and ~5 s for NCCL's on a GPU; a network's first step times its plans (16 ops x
+  up to 7 plans x 3 runs on one clip, ~2 ms each when launch-bound: ~1 s a key); with cudnn.benchmark (main.py,
+  timing) each new convolution shape is searched (~100 a form x 3 directions x ~20 ms: ~6 s a form's train step).
+- Hence: precision ~25 s (5 networks built, plans timed); torchrun ~40 s (start, NCCL, the same work); main
+  ~80 s (4 runs of ~20 s: start, CUDA, network, 2 loader workers, 2 steps, validation); timing ~70 s (16 first
+  steps of ~4 s on average, then ~5 s of timed steps).
 """
 import argparse
 import contextlib

@@ -5,7 +5,10 @@
 #   2. scripts/benchmark_model.py: CAKES123D_P at the per-GPU batch of the released -b 96 on 8 GPUs (12), per op;
 #   3. main.py with --amp bf16 on synthetic data, one epoch and a resume that must run the checkpoint's plans
 #      (gpu_check.py's main stage; under torchrun too).
-# docs/gpu_first_run.md says which wheels to bring and how to read the output.
+# docs/gpu_first_run.md says which wheels to bring and how to read the output. Estimated on one H200 (not yet
+# run on a GPU): gpu_check ~3.5 min (its docstring says how), benchmark_model ~1 min (9 first steps with cuDNN's
+# search and the plans' timing, ~4 s each, 3 timed repeats of 12 clips, the per-op table), main.py ~1.5 min (4
+# runs of ~20 s): ~6 min, within the limits below (10 min in all).
 #
 #   scripts/gpu_smoke.sh 2>&1 | tee smoke.log
 #   scripts/gpu_smoke.sh --device cpu          # the same parts on the CPU, tiny shapes (the tests run this)
