@@ -1,5 +1,6 @@
 """Pictures of what a search found: each block's kernel mix (3D/2D/1D shares of its channels) as stacked bars,
-one panel per config, with the network's parameters and GFLOPs. Used by scripts/plot_config.py, --prune
+one panel per config, with the network's parameters and GFLOPs, and beside them, when the search kept a
+history, how its config settled epoch by epoch. Used by scripts/plot_config.py, --prune
 (RUN_conv_config.png) and TensorBoard in search runs. matplotlib loads only when a picture is drawn."""
 import io
 
@@ -56,7 +57,17 @@ def block_labels(arch):
 def config_figure(entries):
     """A matplotlib Figure: one panel per described config (see `describe_config`), blocks in network order."""
     from matplotlib.figure import Figure
-    figure = Figure(figsize=(12, 0.9 + 1.9 * len(entries)), layout='constrained')
+    figure = Figure(figsize=(12, config_height(entries)), layout='constrained')
+    draw_configs(figure, entries)
+    return figure
+
+
+def config_height(entries):
+    return 0.9 + 1.9 * len(entries)
+
+
+def draw_configs(figure, entries):
+    """The panels of `config_figure` into `figure` (a Figure or a SubFigure)."""
     axes = figure.subplots(len(entries), 1, squeeze=False, sharex=True)[:, 0]
     mixed = len({entry['num_segments'] for entry in entries}) > 1
     for ax, entry in zip(axes, entries):
@@ -72,7 +83,6 @@ def config_figure(entries):
     size = entries[0]['input_size']
     at = f'{frames.pop()} frames, ' if len(frames) == 1 else 'GFLOPs at each panel\'s frames, '
     figure.suptitle(f'Kernel mix per block ({at}{size}x{size})', fontsize=11)
-    return figure
 
 
 def draw_panel(ax, entry, with_frames=False):
@@ -100,14 +110,66 @@ def draw_panel(ax, entry, with_frames=False):
                     + (f" ({entry['num_segments']} frames)" if with_frames else ''))
 
 
+def settling_figure(entries, histories):
+    """The panels of `config_figure` and beside them how the search settled: for each (name, SettlingHistory)
+    of `histories` (cakes.ops.settling) the distance at each validation point, its threshold and where the
+    search stopped, with the epochs that saved."""
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(17, max(config_height(entries), 3.8)), layout='constrained')
+    left, right = figure.subfigures(1, 2, width_ratios=[12, 5])
+    draw_configs(left, entries)
+    draw_distances(right.subplots(), histories)
+    return figure
+
+
+# The curves' colours (in turn); with several curves each one's stop and saving take its colour.
+CURVE_COLOURS = ('#1f4e79', '#8e44ad', '#117a65', '#a04000')
+
+
+def draw_distances(ax, histories):
+    """The distance curve of each (name, SettlingHistory), with a line per threshold and where each stopped."""
+    rules = {(history.eps, history.patience) for _, history in histories if history.eps is not None}
+    for eps, patience in sorted(rules):  # one line per threshold, however many curves share it
+        ax.axhline(eps, color='grey', linestyle=':', label=f'EPS {eps:g} ({patience} in a row below: stop)')
+    for i, (name, history) in enumerate(histories):
+        draw_curve(ax, history, f'{name}: ' if len(histories) > 1 else '', CURVE_COLOURS[i % len(CURVE_COLOURS)])
+    top = max([d for _, history in histories for d in history.distances + [history.eps or 0]] + [0.05])
+    end = max([0] + [e for _, history in histories for e in history.epochs + [history.total_epochs or 0]])
+    ax.set_ylim(0, min(1, top * 1.15))
+    ax.set_xlim(0, end + 0.5)
+    ax.set_xlabel('epochs trained')
+    ax.set_ylabel('share of searchable channels whose\nkept state changed since the last point', fontsize=9)
+    ax.set_title('How the config settled (Early-Bird distance)', fontsize=11)
+    ax.legend(fontsize=8, loc='best')
+
+
+def draw_curve(ax, history, prefix, colour):
+    """One history: `prefix` names it when several share the axes, and then its stop takes its colour."""
+    ax.plot(history.epochs, history.distances, marker='o', markersize=3, color=colour,
+            label=f'{prefix}distance' if prefix else 'distance to the previous point')
+    if not history.distances:
+        ax.text(0.5, 0.5, f'{prefix}no distance yet (fewer than two validation points)', ha='center',
+                transform=ax.transAxes, fontsize=9)
+    if not history.settled:
+        return
+    stop = history.settled_epoch
+    of = f' of {history.total_epochs}' if history.total_epochs is not None else ''
+    ax.axvline(stop, color=colour if prefix else '#c0392b', linestyle='--',
+               label=f'{prefix}stopped after epoch {stop}{of}')
+    if history.epochs_saved:
+        ax.axvspan(stop, history.total_epochs, color=colour if prefix else '#27ae60', alpha=0.1,
+                   label=f"{prefix}{history.epochs_saved} epoch{'' if history.epochs_saved == 1 else 's'} saved")
+
+
 def png_bytes(figure, dpi=100):
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=dpi)
     return buffer.getvalue()
 
 
-def save_config_picture(entries, path):
-    """Draw the described configs and write the PNG atomically."""
-    data = png_bytes(config_figure(entries))
+def save_config_picture(entries, path, histories=()):
+    """Draw the described configs, beside the distance curves of `histories` when there are any (see
+    `settling_figure`), and write the PNG atomically."""
+    data = png_bytes(settling_figure(entries, histories) if histories else config_figure(entries))
     write_atomic(path, lambda f: f.write(data))
     return path

@@ -25,7 +25,7 @@ from cakes.data import build_dataset  # noqa: E402
 from cakes.data.lists import LAYOUTS  # noqa: E402
 from cakes.data.synthetic import make_synthetic_data  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from search_loop import add_search_flags, fit, search_and_prune  # noqa: E402
+from search_loop import add_search_flags, check_search_flags, fit, search_and_prune  # noqa: E402
 
 
 class ClipModel(nn.Module):
@@ -48,7 +48,7 @@ def parse_args(argv):
     p.add_argument('--input_size', type=int, default=32)
     p.add_argument('-j', '--workers', type=int, default=0)
     add_search_flags(p, epochs=6, search_epochs=8, retrain_epochs=6, batch_size=8, lr=0.01)
-    args = p.parse_args(argv)
+    args = check_search_flags(p.parse_args(argv))
     if min(args.train, args.val, args.batch_size, args.num_segments, args.input_size) < 1:
         raise UsageError('--train, --val, -b, --num_segments and --input_size must be at least 1')
     return args
@@ -76,8 +76,8 @@ def run(args, root):
                for split, data in sets.items()}
     model = ClipModel(r3d_18(weights=None, num_classes=174))
 
-    def train(net, epochs, sparsity):
-        return fit(net, lambda: loaders['train'], F.cross_entropy, epochs, args.lr, sparsity)
+    def train(net, epochs, sparsity, until=None):
+        return fit(net, lambda: loaders['train'], F.cross_entropy, epochs, args.lr, sparsity, until)
 
     args.metric = 'Prec@1'
     args.example = torch.zeros(1, args.num_segments * 3, args.input_size, args.input_size)

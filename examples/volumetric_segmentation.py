@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: E402
 from cakes import convert  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from search_loop import add_search_flags, fit, search_and_prune  # noqa: E402
+from search_loop import add_search_flags, check_search_flags, fit, search_and_prune  # noqa: E402
 
 
 def parse_args(argv):
@@ -29,7 +29,7 @@ def parse_args(argv):
     p.add_argument('--train', type=int, default=16, help='training volumes')
     p.add_argument('--val', type=int, default=8, help='validation volumes')
     add_search_flags(p, epochs=12, search_epochs=12, retrain_epochs=8, batch_size=4, lr=0.05)
-    args = p.parse_args(argv)
+    args = check_search_flags(p.parse_args(argv))
     if min(args.size, args.train, args.val, args.batch_size) < 1 or args.size % 4:
         raise UsageError('--size must be a positive multiple of 4; --train, --val and -b at least 1')
     return args
@@ -77,9 +77,9 @@ def main(argv=None):
                  num_res_units=2, norm='batch')
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
 
-    def train(net, epochs, sparsity):
+    def train(net, epochs, sparsity, until=None):
         return fit(net, lambda: batches(*train_data, args.batch_size, shuffle=True),
-                   lambda logits, mask: dice_ce(logits, mask.unsqueeze(1)), epochs, args.lr, sparsity)
+                   lambda logits, mask: dice_ce(logits, mask.unsqueeze(1)), epochs, args.lr, sparsity, until)
 
     args.metric, args.example = 'Dice', torch.zeros(1, 1, args.size, args.size, args.size)
     return search_and_prune(model, train, lambda net: dice(net, val_data), convert.KINDS, args, print)

@@ -4,7 +4,7 @@
     python scripts/benchmark_model.py --table --batch 1 8 --plot speed.png   # every released config vs conv3d
 
 Implementations: `plain` is the straightforward form (NCDHW, one Conv3d per branch, concatenation,
-BN, ReLU: CAKES_PLAN=branches); `channels_last` runs the same modules in the channels_last_3d memory format;
+BN, ReLU: the plan policy BRANCH_FORM); `channels_last` runs the same modules in the channels_last_3d memory format;
 `planned` and `planned_cl` run each CAKES op by the execution plan it chose at its first forward
 (cakes.ops.plans, the default everywhere), NCDHW and channels_last; `folded` (eval only) folds every BN into
 the convolution before it (branch form); `onnxruntime` (eval only, CPU) runs the
@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,11 +49,12 @@ from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
 from cakes.ops import plans  # noqa: E402
 from cakes.ops.plan_report import format_table, layer_table  # noqa: E402
+from cakes.ops.timing import seconds  # noqa: E402
 from cakes.conv_config import conv_configs  # noqa: E402
 
 IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl', 'folded', 'onnxruntime')
 EVAL_ONLY = ('folded', 'onnxruntime')
-BRANCH_FORM = ('plain', 'channels_last', 'folded')  # run with CAKES_PLAN=branches
+BRANCH_FORM = ('plain', 'channels_last', 'folded')  # run with the plan policy BRANCH_FORM
 CHANNELS_LAST = ('channels_last', 'planned_cl', 'folded')
 TABLE_IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl')  # the forms main.py can run
 BASELINES = ('conv3d', 'convp3d')
@@ -94,38 +94,16 @@ def config_op_code(config):
     return op_code(config)
 
 
-def seconds(fn, device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def prepared(base, impl, train):
     """A copy of `base` in the form `impl`, in train or eval mode."""
     model = fold_batchnorm(base) if impl == 'folded' else copy.deepcopy(base)
-    return model.use_channels_last(impl in CHANNELS_LAST).train(train)
+    return in_form(impl, model.use_channels_last(impl in CHANNELS_LAST).train(train))
 
 
-def in_form(impl, step):
-    """`step` with CAKES_PLAN=branches around it for the branch-form implementations."""
-    if impl not in BRANCH_FORM:
-        return step
-
-    def branch_form():
-        before = os.environ.get(plans.ENV)
-        os.environ[plans.ENV] = plans.BRANCHES
-        try:
-            step()
-        finally:
-            if before is None:
-                del os.environ[plans.ENV]
-            else:
-                os.environ[plans.ENV] = before
-    return branch_form
+def in_form(impl, model):
+    """`model` choosing its plans as `impl` does: the branch form for the branch-form implementations, else the
+    default (CAKES_PLAN, timed when unset)."""
+    return model.use_plans(plans.BRANCH_FORM if impl in BRANCH_FORM else None)
 
 
 def onnxruntime_step(base, clip, folder):
@@ -164,7 +142,7 @@ def time_setting(setting, args, device, batch):
         with tempfile.TemporaryDirectory() as folder:
             models = {impl: prepared(base, impl, train) for impl in impls if impl != 'onnxruntime'}
             steps = {impl: onnxruntime_step(base, clip, folder) if impl == 'onnxruntime' else
-                     in_form(impl, step_fn(models[impl], clip, train)) for impl in impls}
+                     step_fn(models[impl], clip, train) for impl in impls}
         first = {impl: seconds(step, device) for impl, step in steps.items()}  # allocations, kernels, plans
         best = dict.fromkeys(impls, float('inf'))
         for _ in range(args.repeats):

@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cakes.cli import run_cli  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
+from cakes.progress import ProgressBar  # noqa: E402
 
 FRAME_NAME = '%06d.jpg'  # the SSV2 layout's frame names
 
@@ -46,11 +47,6 @@ def extract(ffmpeg, video_path, out_dir):
     return None
 
 
-def show_progress(done, total, width=30):
-    filled = width * done // max(total, 1)
-    print(f'\r[{"#" * filled}{"." * (width - filled)}] {done}/{total} videos', end='', file=sys.stderr, flush=True)
-
-
 def extract_all(video_dir, frame_dir, jobs):
     """Extract every video not done yet; return the failures as {video name: message}."""
     ffmpeg = find_ffmpeg()
@@ -63,13 +59,13 @@ def extract_all(video_dir, frame_dir, jobs):
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(extract, ffmpeg, os.path.join(video_dir, video), out_dirs[video]): video
                    for video in todo}
-        show_progress(0, len(todo))
+        bar = ProgressBar('extracting frames', len(todo), stream=sys.stderr)
         for done, future in enumerate(as_completed(futures), 1):
             error = future.result()
             if error:
                 failures[futures[future]] = error
-            show_progress(done, len(todo))
-    print(file=sys.stderr)
+            bar.update(done)
+        bar.finish()
     return failures
 
 

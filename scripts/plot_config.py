@@ -2,7 +2,9 @@
 side, with parameters and GFLOPs, e.g.
     python scripts/plot_config.py CAKES12D_P CAKES12D_C CAKES23D_P CAKES23D_C CAKES123D_P CAKES123D_C --out six.png
 A CONFIG is a key of conv_configs in config.py, a conv_config.txt, or a checkpoint: its description's
-conv_config, else its branch widths, or for a supernet the widths pruning would choose.
+conv_config, else its branch widths, or for a supernet the widths pruning would choose; a search checkpoint
+that kept the history of how its config settled (cakes.ops.settling) also has its distance curve drawn beside.
+A checkpoint's network has the checkpoint's classes (a config.py key or a conv_config.txt: the released 174).
 """
 import argparse
 import os
@@ -15,7 +17,9 @@ from cakes.conv_config import conv_configs, read_conv_config  # noqa: E402
 from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
+from cakes.models.flags import checkpoint_classes  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
+from cakes.ops.settling import CHECKPOINT_KEY, SettlingHistory  # noqa: E402
 from cakes.plot import describe_config, save_config_picture  # noqa: E402
 
 
@@ -29,22 +33,44 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+RELEASED_CLASSES = 174  # a config without a checkpoint: Something-Something V1's, as released
+
+
 def load_config(value):
-    """(name, config, frames or None) of a CONFIG argument."""
+    """(name, config, frames or None, classes) of a CONFIG argument."""
+    return load_source(value)[:4]
+
+
+def load_source(value):
+    """(name, config, frames or None, classes, SettlingHistory or None) of a CONFIG argument."""
     if value in conv_configs():
-        return value, conv_configs()[value], None
+        return value, conv_configs()[value], None, RELEASED_CLASSES, None
     if not os.path.isfile(value):
         raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(conv_configs())}) "
                          'nor a file (conv_config.txt or checkpoint)')
     if value.endswith('.txt'):
-        return os.path.basename(value), read_conv_config(value), None
+        return os.path.basename(value), read_conv_config(value), None, RELEASED_CLASSES, None
     checkpoint = load_checkpoint(value)
     name = os.path.basename(prune_output_prefix(value))
     description = read_description(checkpoint)
-    frames = description['num_segments'] if description else None
+    history = checkpoint_history(checkpoint, value)
     if description and description['conv_config'] is not None:
-        return name, description['conv_config'], frames
-    return name, state_config(model_state(checkpoint), value), frames
+        return name, description['conv_config'], description['num_segments'], description['num_class'], history
+    state = model_state(checkpoint)
+    if description:  # a supernet's: its widths are read off its BN scales
+        return name, state_config(state, value), description['num_segments'], description['num_class'], history
+    return name, state_config(state, value), None, checkpoint_classes(state, value), history
+
+
+def checkpoint_history(checkpoint, path):
+    """The settling history a search checkpoint kept, or None."""
+    state = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if state is None:
+        return None
+    try:
+        return SettlingHistory.from_state(state)
+    except UsageError as e:
+        raise UsageError(f"'{path}': its {CHECKPOINT_KEY} is {e}") from None
 
 
 def state_config(state, path):
@@ -67,13 +93,16 @@ def state_config(state, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    entries = []
+    entries, histories = [], []
     for value in args.configs:
-        name, config, frames = load_config(value)
-        entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size))
+        name, config, frames, classes, history = load_source(value)
+        entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size, classes))
+        if history is not None:
+            histories.append((name, history))
+            print(f'{name}: {history.stop_text()}')
     if len({entry['arch'] for entry in entries}) > 1:
         raise UsageError('the configs are of different backbones: draw them in separate pictures')
-    print(f"written {save_config_picture(entries, args.out)}: " + ', '.join(
+    print(f"written {save_config_picture(entries, args.out, histories)}: " + ', '.join(
         f"{e['name']} {e['params'] / 1e6:.2f} M params {e['flops'] / 1e9:.2f} GFLOPs" for e in entries))
 
 

@@ -164,6 +164,24 @@ def test_complexity_counts_every_form():
     assert count_flops(pruned, example_input=x) == 2 * voxels * 2 * (27 + 9 + 2 * 3) + 2 * 4 * 3
 
 
+@pytest.mark.parametrize('kept, widths', [([0, 9, 10, 11], {'kxkxk': 1, '1xkxk': 0, 'kx1x1': 3}),
+                                          ([4, 5, 6, 7], {'kxkxk': 0, '1xkxk': 4, 'kx1x1': 0})])
+def test_a_dropout_supernet_counts_the_flops_of_the_network_pruning_would_give_now(kept, widths):
+    model = small_net()
+    x = torch.zeros(1, 2, 4, 5, 6)
+    voxels = 4 * 5 * 6
+    supernet = convert.to_supernet(model)
+    with torch.no_grad():  # the 4 channels of largest |BN scale| out of 3 branches of 4
+        supernet[0].norm.weight.copy_(torch.full((12,), 0.01).index_fill(0, torch.tensor(kept), -1.0))
+    assert convert.prune_config(supernet) == {'0': widths}
+    kernel_sum = widths['kxkxk'] * 27 + widths['1xkxk'] * 9 + widths['kx1x1'] * 3
+    assert count_flops(supernet, example_input=x) == 2 * voxels * 2 * kernel_sum + 2 * 4 * 3
+    pruned = convert.to_pruned(model, convert.prune_config(supernet), supernet=supernet)
+    assert count_flops(pruned, example_input=x) == count_flops(supernet, example_input=x)
+    with pytest.raises(UsageError, match='dropout supernet counts the channels pruning would keep.*not on meta'):
+        count_flops(supernet.to('meta'), example_input=x)
+
+
 def test_training_steps_lower_the_loss():
     """The supernet in a plain loop with the sparsity term, then the pruned network: both learn."""
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest_data import grey, make_dataset, plain_frames, write_frames, write_text
 from cakes.data import build_dataset, class_names
@@ -65,6 +66,45 @@ def test_custom_needs_both_lists_and_existing_paths(tmp_path):
     write_text(tmp_path / 'lists/val.txt', 'nowhere/y 5 0\n')
     with pytest.raises(UsageError, match='none of the listed paths is under --root_path'):
         build_dataset('custom', tmp_path, 'train', 2, **CUSTOM)
+
+
+@pytest.mark.parametrize('empty', ['train', 'val'])
+@pytest.mark.parametrize('category', ['', 'names.txt'], ids=['labels', 'category'])
+def test_an_empty_custom_list_is_named_as_empty(tmp_path, empty, category):
+    custom_frames(tmp_path)
+    write_text(tmp_path / 'names.txt', 'ape\nbee\ncat\n')
+    write_text(tmp_path / CUSTOM[f'{empty}_list'], '\n')  # a blank line is no video either
+    with pytest.raises(UsageError) as error:
+        build_dataset('custom', tmp_path, empty, 2, category=category, **CUSTOM)
+    assert str(error.value) == (f"{tmp_path / CUSTOM[f'{empty}_list']} is empty: it lists no video (one a line: "
+                                "'FOLDER NUM_FRAMES LABEL' or 'PATH LABEL')")
+
+
+def test_an_empty_list_of_a_released_layout_is_named_as_empty(tmp_path):
+    make_dataset(tmp_path, train=[('1', 5, 0)])
+    with pytest.raises(UsageError, match=r"val_videofolder.txt is empty: it lists no video \(one a line: "
+                                         r"'FOLDER NUM_FRAMES LABEL'\)"):
+        build_dataset('somethingv1', tmp_path, 'val', 2)
+
+
+@pytest.mark.parametrize('flags, source', [
+    (('--category', 'names.txt'), '--category {root}/names.txt'),
+    ((), '--train_list lists/train.txt with --val_list lists/val.txt (no --category: classes 0 to the largest label)'),
+], ids=['category', 'labels'])
+@pytest.mark.parametrize('start', ['--resume', '--finetune'])
+def test_custom_class_count_errors_name_the_files_given(tmp_path, capsys, flags, source, start):
+    from conftest import run_main
+    custom_frames(tmp_path)
+    write_text(tmp_path / 'names.txt', 'ape\nbee\ncat\n')
+    checkpoint = str(tmp_path / 'five.pth.tar')  # a released-style checkpoint: classes read off its classifier
+    torch.save({'epoch': 1, 'state_dict': {'module.new_fc.weight': torch.zeros(5, 8)}}, checkpoint)
+    more = ('--evaluate',) if start == '--resume' else ('--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P')
+    with pytest.raises(SystemExit):
+        run_main(str(tmp_path), tmp_path / 'out', '--dataset', 'custom', '--train_list', CUSTOM['train_list'],
+                 '--val_list', CUSTOM['val_list'], *flags, start, checkpoint, *more)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: '{checkpoint}' holds a network for 5 classes but {source.format(root=tmp_path)} lists 3: give the "
+        "dataset flags it was trained on (--dataset, --root_path, --category)"]
 
 
 def test_split_picks_the_lists_and_is_refused_elsewhere(tmp_path):

@@ -162,6 +162,38 @@ def test_a_malicious_pickle_is_refused_and_never_run(data, malicious, tmp_path, 
     assert not os.path.exists(marker)
 
 
+@pytest.mark.parametrize('tool, flags', [
+    ('main', ['--resume', '{path}', '--evaluate']),
+    ('main', ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P', '--finetune', '{path}']),
+    ('main', ['--op_code', 'conv1_2_3d', '--search', '--prune', '--prune_model_path', '{path}']),
+    ('predict', ['--resume', '{path}', '{path}']),
+], ids=['resume', 'finetune', 'prune', 'predict'])
+def test_a_text_file_given_as_a_checkpoint_is_named_as_not_one(data, tmp_path, monkeypatch, capsys, tool, flags):
+    import predict
+    path = str(tmp_path / 'train_videofolder.txt')  # a list where the checkpoint should be
+    with open(path, 'w') as f:
+        f.write('clip1 40 3\nclip2 37 0\n')
+    monkeypatch.chdir(tmp_path)
+    argv = [flag.format(path=path) for flag in flags]
+    if tool == 'main':
+        argv = ['--root_path', data, '--checkpoint_dir', str(tmp_path / 'out'), '--pretrained', 'none',
+                '--num_segments', '2', '--input_size', '48', '-b', '2', '-j', '0', *argv]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main.main if tool == 'main' else predict.main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: '{path}' is not a checkpoint: it starts with the text 'clip1 40 3', where a PyTorch "
+                   "checkpoint is a zip archive or a binary pickle; check the path given to --resume/--finetune/"
+                   "--prune_model_path"]
+
+
+def test_binary_bytes_that_are_no_checkpoint_are_shown(tmp_path):
+    path = tmp_path / 'frame.jpg'
+    path.write_bytes(b'\xff\xd8\xff\xe0\x00\x10JFIF\x00')
+    with pytest.raises(UsageError, match=r"is not a checkpoint: it starts with the bytes b'\\xff\\xd8"):
+        ckpt.load_checkpoint(str(path))
+
+
 @pytest.mark.parametrize('content, needle', [(b'', 'cannot read'), (b'PK\x03\x04torn', 'cannot read')],
                          ids=['empty', 'torn'])
 def test_an_unreadable_checkpoint_is_one_clear_error(tmp_path, content, needle):

@@ -193,14 +193,16 @@ def test_sigterm_to_a_real_run_saves_a_checkpoint_that_resume_continues(data8, t
 
 
 def test_a_resumed_run_reuses_the_plans_its_checkpoint_holds(data, tmp_path, monkeypatch, capsys):
+    """Without --seed (which times nothing: the branch form everywhere) plans are timed and saved."""
     from cakes.ops import plans
+    from cakes.ops.plans import choice
     monkeypatch.delenv(plans.ENV, raising=False)
     cakes = ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P']
-    cli(data, tmp_path, *cakes, '--epochs', '1')
+    run_main(data, tmp_path, *cakes, '--epochs', '1')
     saved = torch.load(checkpoint(tmp_path), weights_only=True)['plans']
     ops = [f'base_model.layer{i}.{j}.convT' for i, depth in enumerate((3, 4, 6, 3), 1) for j in range(depth)]
     assert sorted(saved) == sorted(ops)
     assert all({key.split('|')[-2:][0] for key in table} == {'train', 'eval'} for table in saved.values())
-    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('the resumed run measured plans again'))
-    cli(data, tmp_path, *cakes, '--epochs', '2', '--resume', checkpoint(tmp_path))
+    monkeypatch.setattr(choice, 'measure', lambda *a: pytest.fail('the resumed run measured plans again'))
+    run_main(data, tmp_path, *cakes, '--epochs', '2', '--resume', checkpoint(tmp_path))
     assert torch.load(checkpoint(tmp_path), weights_only=True)['plans'] == saved

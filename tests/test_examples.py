@@ -54,12 +54,18 @@ def test_volumetric_segmentation(tmp_path, capsys):
 def test_video_any_backbone(data, tmp_path, capsys):
     example = load('video_any_backbone')
     config = str(tmp_path / 'r3d.json')
+    # The search stops as soon as the config settles: a threshold every distance lies below, one in a row.
     example.main(['--data', data, '--num_segments', '2', '--input_size', '32', '-b', '2', '--epochs', '1',
-                  '--search_epochs', '1', '--retrain_epochs', '1', '--config', config])
+                  '--search_epochs', '3', '--stop_when_stable', '0.99', '--stable_for', '1', '--retrain_epochs', '1',
+                  '--config', config])
     out = capsys.readouterr().out
     assert len(open(os.path.join(data, LAYOUTS['somethingv1'].train_list)).readlines()) == 4  # data reused
     check_run(out, '16 of 20 3D convolutions converted', config)
     assert 'supernet kxkxk 512, 1xkxk 512, kx1x1 512' in out
+    assert re.search(r'^search epoch 2: \d+\.\d\d% of the channels changed kept/dropped state$', out, re.M)
+    assert 'search epoch 3' not in out and '\nsupernet: 2 epochs, ' in out
+    assert ('search stopped after epoch 2 of 3: the config settled (distance below 0.99 at 1 validation point in a row)'
+            ', saving 1 epoch (33%)') in out
 
 
 def test_bad_flags_are_one_line(capsys):
@@ -68,3 +74,8 @@ def test_bad_flags_are_one_line(capsys):
         run_cli(example.main, ['--size', '10'])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == 'error: --size must be a positive multiple of 4; --train, --val and -b at least 1\n'
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(example.main, ['--stop_when_stable', '1.5'])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --stop_when_stable 1.5 must lie strictly between 0 and 1') and err.count('\n') == 1

@@ -11,7 +11,8 @@ from cakes import convert
 from cakes.configs import RELEASED
 from cakes.errors import UsageError
 from cakes.models import TemporalModel
-from cakes.ops import CakesOp, DropoutSupernetOp, plans
+from cakes.ops import CakesOp, DropoutSupernetOp, plans, timing
+from cakes.ops.plans import choice, sharing
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -52,26 +53,27 @@ def close(a, b):
 def test_every_plan_gives_the_branch_outputs_and_gradients(mix, stride, fmt):
     op = make_op(mix, stride, k=5 if len(mix) == 4 else 3)
     x = torch.randn(2, 4, 5, 9, 9, dtype=torch.float64).contiguous(memory_format=fmt)
-    names = plans.candidates(op, x)
-    assert 'stacked' in names and len(names) >= 2
+    names = plans.candidates(op)
+    assert plans.STACKED in names and len(names) >= 2
     params = [p for branch in op.convs for p in branch.parameters()]
     ref_in = x.clone().requires_grad_()
-    want = plans.cakes_conv(op, ref_in, 'branches')
+    want = plans.BRANCHES.outputs(op, ref_in)
     grad = torch.randn_like(want)
     want_grads = torch.autograd.grad(want, [ref_in] + params, grad)
     op.eval()
     with torch.no_grad():
-        want_eval = plans.cakes_forward(op, x, 'branches')
+        want_eval = plans.BRANCHES.forward(op, x)
     for name in names:
+        assert plans.parse(str(name)) == name  # the name checkpoints hold reads back
         x_in = x.clone().requires_grad_()
-        got = plans.cakes_conv(op, x_in, name)
+        got = name.outputs(op, x_in)
         assert close(got, want), name
-        assert name == 'branches' or got.is_contiguous(memory_format=fmt), name  # no format conversion
+        assert name == plans.BRANCHES or got.is_contiguous(memory_format=fmt), name  # no format conversion
         for a, b in zip(torch.autograd.grad(got, [x_in] + params, grad), want_grads):
             assert close(a, b), name
         with torch.no_grad():  # eval: the BN folded into the plan's cached weights
-            assert close(plans.cakes_forward(op, x, name), want_eval), name
-            assert close(plans.cakes_forward(op, x, name), want_eval), name  # from the cache
+            assert close(name.forward(op, x), want_eval), name
+            assert close(name.forward(op, x), want_eval), name  # from the cache
 
 
 def logits_and_grads(model, clip, plan, monkeypatch, seed=1):
@@ -125,9 +127,9 @@ def test_measuring_leaves_rng_statistics_and_state_dict_alone(monkeypatch):
     x = torch.randn(1, 64, 2, 8, 8)
     torch.set_rng_state(rng)
     stats = op.norm.running_mean.clone()
-    name = plans.choose(op.train(), x, plans.plan_key(op, x), [lambda x, n: plans.dropout_conv(
-        op, x, op.branch_channels(torch.arange(64)), n)])
-    assert name in plans.candidates(op, x)
+    op.policy = plans.TIMED
+    name = plans.plan_for(op.train(), x, op.branch_channels(torch.arange(64)))
+    assert name in plans.candidates(op) and list(op.plans.values()) == [name]
     assert torch.equal(torch.get_rng_state(), rng) and torch.equal(op.norm.running_mean, stats)
     model(clip)
     assert {k: v.shape for k, v in model.state_dict().items()} == keys
@@ -138,20 +140,21 @@ def test_a_plan_is_chosen_from_warm_runs_and_only_when_clearly_faster_than_the_b
     near the fastest are timed again in the other order; a plan replaces the branches only when it wins by
     plans.MARGIN on every function timed (every channel draw of a dropout supernet)."""
     order = []
-    cost = {'branches': 10.0, 'merge(0+1)': 9.9, 'merge(0+1+2)': 9.5, 'stacked': 30.0}
-    monkeypatch.setattr(plans, 'step_fn', lambda op, x, name, conv, grad: lambda: order.append(name))
-    monkeypatch.setattr(plans, 'timed', lambda fn, device: (fn(), cost[order[-1]] + 50 * (len(order) <= 4))[1])
-    monkeypatch.setattr(plans, 'TIMED_ROUNDS', 2)
-    times = plans.measure(None, torch.zeros(2, 1), list(cost), [None])
+    branches, merge01, merge012, stacked = map(plans.parse, ('branches', 'merge(0+1)', 'merge(0+1+2)', 'stacked'))
+    cost = {branches: 10.0, merge01: 9.9, merge012: 9.5, stacked: 30.0}
+    monkeypatch.setattr(timing, 'op_step', lambda op, x, name, train, draw: lambda: order.append(name))
+    monkeypatch.setattr(timing, 'seconds', lambda fn, device: (fn(), cost[order[-1]] + 50 * (len(order) <= 4))[1])
+    monkeypatch.setattr(choice, 'TIMED_ROUNDS', 2)
+    times = choice.measure(None, torch.zeros(2, 1), list(cost), [None])
     names = list(cost)
-    assert order == names + names + ['merge(0+1+2)', 'merge(0+1)', 'branches']  # 'stacked' is out of the race
+    assert order == names + names + [merge012, merge01, branches]  # 'stacked' is out of the race
     assert times == {name: [c] for name, c in cost.items()}  # the slow first runs are not among them
-    assert plans.fastest(times) == 'merge(0+1+2)'  # 5% faster
-    assert plans.fastest({'branches': [10.0], 'merge(0+1)': [9.9]}) == 'branches'  # 1%: noise
+    assert choice.fastest(times) == merge012  # 5% faster
+    assert choice.fastest({branches: [10.0], merge01: [9.9]}) == branches  # 1%: noise
     # faster in total, but not for the second channel draw
-    assert plans.fastest({'branches': [10.0, 10.0], 'merge(0+1)': [5.0, 10.0]}) == 'branches'
-    assert plans.fastest({'branches': [10.0, 10.0], 'merge(0+1)': [5.0, 9.0]}) == 'merge(0+1)'
-    assert plans.fastest({'merge()': [1.0]}) == 'merge()'
+    assert choice.fastest({branches: [10.0, 10.0], merge01: [5.0, 10.0]}) == branches
+    assert choice.fastest({branches: [10.0, 10.0], merge01: [5.0, 9.0]}) == merge01
+    assert choice.fastest({plans.Merge(): [1.0]}) == plans.Merge()
 
 
 def test_plans_are_exported_loaded_and_reused_without_measuring(monkeypatch, tmp_path):
@@ -167,7 +170,7 @@ def test_plans_are_exported_loaded_and_reused_without_measuring(monkeypatch, tmp
     assert loaded == table
     other = TemporalModel(5, 2, op_code='conv1_2_3d', dropout=0)
     plans.load_plans(nn.DataParallel(other), loaded)
-    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('measured again'))
+    monkeypatch.setattr(choice, 'measure', lambda *a: pytest.fail('measured again'))
     other(clip)
     assert plans.plan_table(other) == table
 
@@ -183,7 +186,7 @@ def test_the_plan_cache_survives_deepcopy_and_replication(monkeypatch):
     # what nn.parallel.replicate (CUDA only) makes of each module: replicas share the choice
     replica = op._replicate_for_data_parallel()
     assert replica.plans is op.plans
-    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('a replica measured'))
+    monkeypatch.setattr(choice, 'measure', lambda *a: pytest.fail('a replica measured'))
     replica(x)
     assert op.state_dict().keys() == make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1).state_dict().keys()
 
@@ -196,7 +199,7 @@ def test_folded_eval_weights_follow_weight_changes(monkeypatch):
         op(x)
         op.convs[0][0].weight.add_(1.0)  # as an optimizer step does
         op.bn.running_var.mul_(2)
-        assert close(op(x), plans.cakes_forward(op, x, 'branches'))
+        assert close(op(x), plans.BRANCHES.forward(op, x))
 
 
 def test_an_unknown_forced_plan_is_a_usage_error(monkeypatch):
@@ -260,23 +263,28 @@ def test_released_form_evaluation_keeps_predictions_and_loss(monkeypatch, capsys
               f'{want.abs().max().item():.2e})')
 
 
-def test_under_torch_distributed_rank_0_chooses_and_evaluation_waits_for_no_one(monkeypatch):
+def test_under_torch_distributed_rank_0_times_each_training_key_and_evaluation_waits_for_no_one(monkeypatch):
+    """Rank 1's side, the collective stood in for (two real processes: test_ops_plans_ranks.py)."""
     monkeypatch.delenv(plans.ENV, raising=False)
-    monkeypatch.setattr(plans, 'distributed', lambda: True)
+    monkeypatch.setattr(sharing, 'distributed', lambda: True)
     monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 1)
-    monkeypatch.setattr(plans, 'measure', lambda *a: pytest.fail('only rank 0 measures'))
-    sent = []
+    monkeypatch.setattr(choice, 'measure', lambda *a: pytest.fail('only rank 0 measures'))
+    sent, chosen = [], iter([plans.STACKED, plans.parse('merge(0+1+2)')])
 
     def broadcast(box, src):
         assert src == 0
         sent.append(box[0])
-        box[0] = 'stacked'  # rank 0's choice
+        box[0] = ('plan', next(chosen))  # rank 0's choice
     monkeypatch.setattr(torch.distributed, 'broadcast_object_list', broadcast)
     op = make_op([('kxkxk', 2), ('1xkxk', 3), ('kx1x1', 1)], 1)
     x = torch.randn(2, 4, 3, 8, 8, dtype=torch.float64)
     op(x)
-    assert sent == [None] and list(op.plans.values()) == ['stacked']
-    op(x[:, :, :2])  # another shape: the same plan, no collective
+    assert sent == [None] and list(op.plans.values()) == [plans.STACKED]
+    op(x[:, :, :2])  # another training key (as another dtype or device would be): timed afresh by rank 0
+    assert sent == [None, None] and list(op.plans.values()) == [plans.STACKED, plans.parse('merge(0+1+2)')]
     with torch.no_grad():
-        op.eval()(x)  # evaluation: the training plan, no collective
-    assert sent == [None] and set(op.plans.values()) == {'stacked'} and len(op.plans) == 3
+        op.eval()(x)  # evaluation: the plan of the same input's training key, no collective
+        op(x[:, :, :, :4])  # an input never trained on: the branch form, no collective
+        assert op.plans[plans.Key.of(op, x)] == plans.STACKED
+        assert op.plans[plans.Key.of(op, x[:, :, :, :4])] == plans.BRANCHES
+    assert len(sent) == 2 and len(op.plans) == 4

@@ -69,21 +69,40 @@ def test_plot_config_draws_keys_files_and_checkpoints(tmp_path, capsys):
             op.bn.weight.copy_(torch.randn(op.bn.num_features))
     path = str(tmp_path / 'RUN_checkpoint.pth.tar')
     save_atomic({'state_dict': released_state(supernet)}, path)
-    name, config, frames = plot_config.load_config(path)
-    assert (name, config, frames) == ('RUN', ops.prune_config(supernet.cakes_ops()), None)
+    assert plot_config.load_config(path) == ('RUN', ops.prune_config(supernet.cakes_ops()), None, 5)
+    config = ops.prune_config(supernet.cakes_ops())
     # A pruned network's checkpoint: its widths; with a description: the description's config.
     pruned = TemporalModel(5, 2, op_code='convst', conv_config=config)
     save_atomic({'state_dict': released_state(pruned)}, path)
     assert plot_config.load_config(path)[1] == config
     released = conv_configs()['CAKES23D_C']
     save_atomic({'description': describe('convst', False, released, 'resnet50', 16, 0.3, ['a', 'b'])}, path)
-    assert plot_config.load_config(path)[1:] == (released, 16)
+    assert plot_config.load_config(path)[1:] == (released, 16, 2)
     text = tmp_path / 'conv_config.txt'
     text.write_text(str(released))
     plot_config.main([str(text), path, '--out', str(out), '--num_segments', '16'])
-    assert capsys.readouterr().out.count('35.70 M params 164.77 GFLOPs') == 2  # at 16 frames (8: 82.39)
+    # at 16 frames (8: 82.39); the checkpoint's network has its own 2 classes, the text file the released 174
+    assert 'conv_config.txt 35.70 M params 164.77 GFLOPs, RUN 35.34 M params 164.76 GFLOPs' in capsys.readouterr().out
     with pytest.raises(UsageError, match='neither a key'):
         plot_config.main(['NO_SUCH_KEY', '--out', str(out)])
+
+
+@pytest.mark.parametrize('described', [False, True], ids=['released', 'described'])
+def test_plot_config_counts_a_checkpoints_own_classes(tmp_path, capsys, described):
+    plot_config = script('plot_config')
+    config = conv_configs()['CAKES123D_P']
+    with torch.device('meta'):
+        network = TemporalModel(3, 2, op_code='conv1_2_3d', conv_config=config)
+    path = str(tmp_path / 'RUN_best.pth.tar')
+    if described:
+        save_atomic({'description': describe('conv1_2_3d', False, config, 'resnet50', 2, 0.3, ['a', 'b', 'c'])}, path)
+    else:
+        state = {k: torch.zeros(v.shape) for k, v in released_state(network).items() if 'conv' in k or 'fc' in k}
+        save_atomic({'state_dict': state}, path)
+    plot_config.main([path, 'CAKES123D_P', '--out', str(tmp_path / 'p.png'), '--num_segments', '2'])
+    printed = capsys.readouterr().out
+    assert f'RUN {count_params(network) / 1e6:.2f} M params' in printed and 'CAKES123D_P 33.51 M params' in printed
+    assert 33.51e6 - count_params(network) == pytest.approx(171 * (2048 + 1), abs=0.005e6)  # 171 classes fewer
 
 
 @pytest.mark.parametrize('path, prefix', [('d/RUN_checkpoint.pth.tar', 'd/RUN'), ('d/RUN_best.pth.tar', 'd/RUN'),

@@ -49,6 +49,18 @@ def class_names(dataset, root_path, **options):
     return read_categories(existing_path(dataset, root_path, layout.category, 'category file', layout))
 
 
+def class_source(dataset, root_path, **options):
+    """Where class_names reads the names, as an error names it: the --category file given, the layout's category
+    file, or (custom without --category) the labels of the lists."""
+    layout = get_layout(dataset, **options)
+    if options.get('category'):
+        return f'--category {os.path.join(root_path, layout.category)}'
+    if not layout.category:
+        return (f'--train_list {layout.train_list} with --val_list {layout.val_list} (no --category: classes 0 to '
+                'the largest label)')
+    return f'the {dataset} {os.path.basename(layout.category)} under {root_path}'
+
+
 def num_classes(dataset, root_path, **options):
     return len(class_names(dataset, root_path, **options))
 
@@ -106,5 +118,5 @@ def build_dataset(dataset, root_path, split, num_segments, input_size=224, train
     return make(videos, source, num_segments, input_size, train, uint8, flips, dense)
 
 
-__all__ = ['DATASETS', 'OPTIONS', 'class_names', 'num_classes', 'frame_source', 'Views', 'add_view_flags',
-           'add_dataset_flags', 'dataset_options', 'build_dataset', 'normalize_uint8']
+__all__ = ['DATASETS', 'OPTIONS', 'class_names', 'class_source', 'num_classes', 'frame_source', 'Views',
+           'add_view_flags', 'add_dataset_flags', 'dataset_options', 'build_dataset', 'normalize_uint8']

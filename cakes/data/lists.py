@@ -128,18 +128,24 @@ def read_list(path, num_classes, path_label_rows=False):
     """The videos of a `FOLDER NUM_FRAMES LABEL` list that have at least MIN_FRAMES frames; with
     path_label_rows also `PATH LABEL` rows, whose num_frames is None (counted later). num_classes None: any
     label from 0 (a list without a category file)."""
-    videos = []
+    videos, rows = [], 0
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            rows += 1
             video = _parse_row(line, f'{path}:{number}', path_label_rows)
             if video.label < 0 or num_classes is not None and video.label >= num_classes:
                 raise UsageError(f'{path}:{number}: label {video.label} is outside the {num_classes} categories'
                                  if num_classes is not None else f'{path}:{number}: negative label {video.label}')
             if video.num_frames is None or video.num_frames >= MIN_FRAMES:
                 videos.append(video)
+    if not rows:  # else the error would be about what the empty list leads to (no path found, no class)
+        raise UsageError(f'{path} is empty: it lists no video (one a line: {_ROW_FORMS[path_label_rows]})')
     return videos
+
+
+_ROW_FORMS = {False: "'FOLDER NUM_FRAMES LABEL'", True: "'FOLDER NUM_FRAMES LABEL' or 'PATH LABEL'"}
 
 
 def _parse_row(line, where, path_label_rows):
@@ -150,8 +156,7 @@ def _parse_row(line, where, path_label_rows):
         folder, num_frames, label = fields
         return Video(folder, int(num_frames), int(label))
     except ValueError:
-        expected = "'FOLDER NUM_FRAMES LABEL'" + (" or 'PATH LABEL'" if path_label_rows else '')
-        raise UsageError(f'{where}: expected {expected}, got {line.strip()!r}') from None
+        raise UsageError(f'{where}: expected {_ROW_FORMS[path_label_rows]}, got {line.strip()!r}') from None
 
 
 def list_labels(paths):

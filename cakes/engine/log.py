@@ -1,6 +1,5 @@
 """Every line the run prints also goes to its log file, as the released loop does."""
 import os
-import sys
 
 from cakes.progress import ProgressBar
 
@@ -31,7 +30,8 @@ class RunLog:
 
     def progress(self, title, total, start=0):
         """Show a progress bar until end_progress() when stdout is a terminal; returns it, or None."""
-        self.bar = ProgressBar(title, total, start) if self.console and sys.stdout.isatty() else None
+        bar = ProgressBar(title, total, start) if self.console else None
+        self.bar = bar if bar and bar.live else None  # piped: the released per-iteration lines instead
         return self.bar
 
     def step(self, line):

@@ -258,6 +258,8 @@ def log_search_picture(run, epochs_done, step):
     """In a search, the picture --prune draws (cakes.plot) for the widths pruning would choose now, at the run's
     frames and input size: at every validation point (every eval-freq epochs and the last one; dropout
     supernets, which skip validation, at the same points)."""
+    if run.args.search:  # and on the console and in the log: how sparse the search is getting
+        run.log(ops.search.search_summary(unwrap(run.model).cakes_ops()))
     if not (run.args.search and run.board.writer):
         return
     model = unwrap(run.model)

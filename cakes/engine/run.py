@@ -86,13 +86,14 @@ def pretrained_source(args):
 
 def check_classes(source, class_names, args):
     """The network the run starts from (described, or a released checkpoint's classifier) was trained on as many
-    classes as the dataset's category.txt lists."""
+    classes as the dataset's class names (data.class_source says where they are read)."""
     if source.path not in (args.resume, args.finetune) or source.checkpoint is None and source.description is None:
         return
     classes = (source.description['num_class'] if source.description is not None else
                checkpoint_classes(model_state(source.checkpoint), source.path))
-    check_class_count(classes, class_names, source.path, f'the {args.dataset} category.txt under {args.root_path}',
-                      'give the --dataset and --root_path it was trained on')
+    check_class_count(classes, class_names, source.path,
+                      data.class_source(args.dataset, args.root_path, **data.dataset_options(args)),
+                      'give the dataset flags it was trained on (--dataset, --root_path, --category)')
 
 
 def run(args, conv_config, source=None):
@@ -159,6 +160,7 @@ def place_model(args, model, gpus):
     if channels_last(args):
         model.use_channels_last()
     model.use_autocast(amp_dtype(args.amp))  # in the model: DataParallel's replica threads would lose the dtype
+    model.use_plans(ops.plans.run_policy(seeded=args.seed is not None))  # rank 0's CAKES_PLAN; no timing with --seed
     if gpus or distributed.active() and torch.cuda.is_available():
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_modes(args)
     if distributed.active():

@@ -8,12 +8,12 @@ import warnings
 import torch
 
 from cakes.errors import UsageError
-from cakes.ops.kernels import KINDS, kind_of_size
+from cakes.ops.kernels import KINDS, VIDEO_KIND_NAMES, kind_of_size
 from cakes.ops.registry import cakes_op_code
 
 ARCH_OF_LAYER3 = {6: 'resnet50', 23: 'resnet101'}
 OWN_PREFIXES = ('base_model.', 'new_fc.')  # the keys of TemporalModel, as released
-VIDEO_KIND_NAMES = {'kxkxk': '3D', '1xkxk': '2D', 'kx1x1': '1D'}
+CHECK_FLAGS = 'check the path given to --resume/--finetune/--prune_model_path'
 
 
 def load_checkpoint(path):
@@ -22,19 +22,33 @@ def load_checkpoint(path):
     Released checkpoints hold CUDA tensors; map_location opens them on any machine.
     """
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint '{path}' not found: check the path given to --resume/--finetune/"
-                         "--prune_model_path")
+        raise UsageError(f"checkpoint '{path}' not found: {CHECK_FLAGS}")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error says enough
             warnings.simplefilter('ignore')
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
+        _check_is_a_checkpoint(path)  # a list given by mistake fails as a refused pickle: say what it is first
         raise UsageError(f"refusing to load '{path}': it is not plain weights, unpickling it could run code "
                          f"({_unpickling_reason(e)}); nothing in it was run") from None
     except Exception as e:
+        _check_is_a_checkpoint(path)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot read checkpoint '{path}' ({type(e).__name__}: {first}): is it a complete "
                          "PyTorch checkpoint?") from None
+
+
+def _check_is_a_checkpoint(path):
+    """Refuse a file whose first bytes are none of a checkpoint's: a zip archive (torch.save since 1.6), a binary
+    pickle (older torch.save) or a tar archive (before torch 0.4). An empty file is left to torch's message."""
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if not head or head.startswith((b'PK\x03\x04', b'\x80')) or head[257:262] == b'ustar':
+        return
+    line = head.split(b'\n', 1)[0][:80].decode('utf-8', 'ignore').strip()
+    what = f"the text '{line}'" if line and line.isprintable() else f'the bytes {head[:8]!r}'
+    raise UsageError(f"'{path}' is not a checkpoint: it starts with {what}, where a PyTorch checkpoint is a zip "
+                     f"archive or a binary pickle; {CHECK_FLAGS}")
 
 
 def _unpickling_reason(error):

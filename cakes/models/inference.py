@@ -3,6 +3,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import fuse_conv_bn_weights
 
 from cakes.ops import CakesOp, PlainOp
 
@@ -29,21 +30,20 @@ def fold_batchnorm(model):
                 last = len(module.kinds) - 1
                 module.op[last + 1] = _fold(module.op[last], module.op[last + 1])
             elif isinstance(module, CakesOp):
-                start = 0
+                start, bn = 0, module.bn
                 for branch, width in zip(module.convs, module.widths):
-                    _fold(branch[0], module.bn, slice(start, start + width))
+                    module.out[0] = _fold(branch[0], bn, slice(start, start + width))
                     start += width
-                module.out[0] = nn.Identity()
     return model
 
 
 def _fold(conv, bn, channels=slice(None)):
-    """Scale conv's filters by the BN's gamma / sigma (of `channels`) and give it the BN's shift as bias."""
-    scale = bn.weight[channels] / torch.sqrt(bn.running_var[channels] + bn.eps)
-    shift = bn.bias[channels] - bn.running_mean[channels] * scale
-    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
-    if conv.bias is None:
-        conv.bias = nn.Parameter(shift.clone())
-    else:
-        conv.bias.mul_(scale).add_(shift)
+    """Fold the BN's `channels` into all of conv's filters (torch.nn.utils.fuse_conv_bn_weights: with or without
+    the BN's affine scale and shift) and return what replaces the BN; a BN without running statistics normalises
+    by each batch's own, so it stays."""
+    if bn.running_mean is None:
+        return bn
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean[channels], bn.running_var[channels], bn.eps,
+        bn.weight[channels] if bn.affine else None, bn.bias[channels] if bn.affine else None)
     return nn.Identity()

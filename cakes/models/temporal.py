@@ -55,6 +55,12 @@ class TemporalModel(nn.Module):
         self.amp_dtype = dtype
         return self
 
+    def use_plans(self, policy):
+        """How the CAKES ops choose their execution plans: a cakes.ops.plans.Policy (TIMED, BRANCH_FORM, a forced
+        plan), or None for the CAKES_PLAN environment variable. DataParallel's replicas share it."""
+        ops.plans.use_policy(self, policy)
+        return self
+
     def forward(self, x):
         if self.amp_dtype is None:
             return self._forward(x)

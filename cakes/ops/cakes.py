@@ -28,7 +28,9 @@ class CakesOp(nn.Module):
         self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride, k)) for kind, width in kept)
         relu = [nn.ReLU(inplace=True)] if activation else []
         self.out = nn.Sequential(nn.BatchNorm3d(self.out_channels), *relu)
-        self.plans, self.plan_times = {}, {}  # cakes.ops.plans: not in the state_dict
+        # cakes.ops.plans, none of it in the state_dict: the plan chosen per key, the policy that chooses (None:
+        # CAKES_PLAN), a plan's weights with the BN folded in (eval)
+        self.plans, self.policy, self.folded_weights = {}, None, {}
 
     @property
     def bn(self):
@@ -36,7 +38,7 @@ class CakesOp(nn.Module):
 
     def forward(self, x):
         """What the branches, concatenated, then `out` compute, by the op's fastest plan (cakes.ops.plans)."""
-        return plans.forward_cakes(self, x)
+        return plans.forward(self, x)
 
     def inflate_from_2d(self, weight2d):
         start = 0

@@ -29,6 +29,8 @@ def kernel_cost(kind, k=K):
     return size[0] * size[1] * size[2]
 
 
+# What the video network's kinds are called in messages (other kinds go by their own name).
+VIDEO_KIND_NAMES = {'kxkxk': '3D', '1xkxk': '2D', 'kx1x1': '1D'}
 # kind -> (kernel size, padding) at k = 3; the names are the keys of a conv_config dict.
 KERNELS = {kind: kernel_shape(kind) for kind in KINDS}
 # The weights of the cost-aware sparsity term at k = 3.

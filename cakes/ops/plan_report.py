@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from . import plans
+from . import plans, timing
 from .search import kept_channels
 
 
@@ -30,17 +30,6 @@ def conv_flops(conv, x, width):
     return 2 * x.shape[0] * width * math.prod(out) * conv.in_channels * math.prod(conv.kernel_size)
 
 
-def timed_min(fn, device, repeats=3):
-    return min(plans.timed(fn, device) for _ in range(repeats))
-
-
-def grad_step(fn, inputs):
-    def step():
-        y = fn()
-        torch.autograd.grad(y, inputs, torch.ones_like(y), allow_unused=True)
-    return step
-
-
 def op_locals(op, x):
     """A dropout supernet's filters per branch as a step would use them (a seeded draw in training, the kept
     channels in eval); None for a CAKES op (all of them)."""
@@ -50,18 +39,16 @@ def op_locals(op, x):
     return [i.to(x.device) for i in op.branch_channels(index)]
 
 
-def op_conv(op, x, locals_, plan):
-    if locals_ is None:
-        return plans.cakes_conv(op, x, plan)
-    return plans.dropout_conv(op, x, locals_, plan)
-
-
 def op_rows(name, op, x, train):
-    """One row per op: branches (kind, width, GFLOPs, ms, GFLOP/s), plan chosen, plan ms, branches ms."""
+    """One row per op: branches (kind, width, GFLOPs, ms, GFLOP/s), plan chosen, plan ms, branches ms: each the
+    convolutions alone (timing.op_step, forward and both gradients when `train`), best of 3 after a warm-up."""
     with torch.set_grad_enabled(train):
-        plan = op.plans.get(plans.plan_key(op, x), plans.BRANCHES)
+        plan = op.plans.get(plans.Key.of(op, x), plans.BRANCHES)
     x = x.detach().requires_grad_(train)
     locals_ = op_locals(op, x)
+
+    def ms(fn, inputs):
+        return timing.best_seconds(timing.train_step(fn, inputs) if train else fn, x.device) * 1e3
     branches = []
     with torch.set_grad_enabled(train):
         for i, (kind, branch) in enumerate(zip(op.kinds, op.convs)):
@@ -70,23 +57,19 @@ def op_rows(name, op, x, train):
             if not width:
                 continue
             weight = conv.weight if locals_ is None else conv.weight[locals_[i]]
-            fn = (lambda c=conv, w=weight: plans.run_conv(x, w, c.bias, c.stride, c.padding))
-            seconds = timed_min(grad_step(fn, [x, conv.weight]) if train else fn, x.device)
+            branch_ms = ms(lambda c=conv, w=weight: plans.run_conv(x, w, c.bias, c.stride, c.padding),
+                           [x, conv.weight])
             flops = conv_flops(conv, x, width) * (3 if train else 1)
-            branches.append({'kind': kind, 'width': width, 'gflops': flops / 1e9, 'ms': seconds * 1e3,
-                             'gflops_per_s': flops / seconds / 1e9})
+            branches.append({'kind': kind, 'width': width, 'gflops': flops / 1e9, 'ms': branch_ms,
+                             'gflops_per_s': flops / branch_ms / 1e6})
         # the conv3d network's op at this place: one 3x3x3 convolution of all the op's filters
         conv = op.convs[0][0]
         full = torch.randn(sum(b['width'] for b in branches), conv.in_channels, 3, 3, 3, device=x.device,
                            dtype=x.dtype, requires_grad=train)
-        fn = (lambda: plans.run_conv(x, full, None, conv.stride, (1, 1, 1)))
-        full_ms = timed_min(grad_step(fn, [x, full]) if train else fn, x.device) * 1e3
-        whole = {}
-        inputs = [x] + [branch[0].weight for branch in op.convs]
-        for form in dict.fromkeys([plan, plans.BRANCHES]):
-            fn = (lambda f=form: op_conv(op, x, locals_, f))
-            whole[form] = timed_min(grad_step(fn, inputs) if train else fn, x.device) * 1e3
-    return {'op': name, 'branches': branches, 'plan': plan, 'plan_ms': whole[plan],
+        full_ms = ms(lambda: plans.run_conv(x, full, None, conv.stride, (1, 1, 1)), [x, full])
+    whole = {form: timing.best_seconds(timing.op_step(op, x, form, train, locals_, convs_only=True), x.device) * 1e3
+             for form in dict.fromkeys([plan, plans.BRANCHES])}
+    return {'op': name, 'branches': branches, 'plan': str(plan), 'plan_ms': whole[plan],
             'branches_ms': whole[plans.BRANCHES], 'full_ms': full_ms, 'gflops': sum(b['gflops'] for b in branches)}
 
 

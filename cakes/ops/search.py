@@ -1,5 +1,6 @@
 """What the search reads off a searchable op: its BN-scale sparsity term and the channels pruning keeps
 (by |BN scale|, or to a FLOPs budget)."""
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -7,7 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 
-from .kernels import kernel_cost
+from . import plans
+from .kernels import VIDEO_KIND_NAMES, kernel_cost
 
 
 def branch_blocks(op):
@@ -104,6 +106,29 @@ def pruned_widths(op, costs=None, lam=0.0, multiple=1):
     return count_kept(kept_channels(op, costs, lam, multiple), branch_blocks(op))
 
 
+SMALL_SCALE = 0.01  # a |BN scale| below this share of the largest in its op is small: a channel being switched off
+
+
+def search_summary(searchable_ops):
+    """One line on where a search stands: per kernel kind, the share of its BN channels whose |scale| is small
+    (below SMALL_SCALE of the largest |scale| in the same op), and the kernel mix pruning would choose now (each
+    kind's share of the kept channels, all ops together)."""
+    small, channels, kept = Counter(), Counter(), Counter()
+    for op in searchable_ops:
+        scale = op.bn.weight.detach().abs().float().cpu()
+        is_small = scale < SMALL_SCALE * scale.max()
+        for kind, start, width in branch_blocks(op):
+            small[kind] += int(is_small[start:start + width].sum())
+            channels[kind] += width
+        kept.update(pruned_widths(op))
+
+    names = {kind: VIDEO_KIND_NAMES.get(kind, kind) for kind in channels}
+    small_shares = ' '.join(f'{names[kind]} {small[kind] / channels[kind]:.0%}' for kind in channels)
+    kept_shares = ' '.join(f'{names[kind]} {kept[kind] / sum(kept.values()):.0%}' for kind in channels)
+    return (f"Search: channels of small |BN scale| (< {SMALL_SCALE:.0%} of their layer's largest) {small_shares}; "
+            f'the kernel mix pruning would keep now {kept_shares}')
+
+
 def check_multiple(multiple):
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise UsageError(f'width multiple {multiple!r} must be a whole number >= 1 (1: the released rule; 8 suits '
@@ -127,7 +152,7 @@ def channel_costs(model, example_input, searchable_ops):
     root = type(model).__name__
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), plans.off(), FlopCounterMode(display=False) as counter:  # per branch module
         model(example_input)
     model.train(was_training)
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}

@@ -30,7 +30,8 @@ class DropoutSupernetOp(nn.Module):
         self.convs = nn.ModuleList(nn.Sequential(make_conv(kind, in_channels, width, stride, k)) for kind in kinds)
         self.norm = nn.BatchNorm3d(width * len(kinds))
         self.out = nn.Sequential(*([nn.ReLU(inplace=True)] if activation else []))
-        self.plans, self.plan_times = {}, {}  # cakes.ops.plans: not in the state_dict
+        # cakes.ops.plans, not in the state_dict: the plan chosen per key, the policy that chooses (None: CAKES_PLAN)
+        self.plans, self.policy = {}, None
 
     @property
     def bn(self):
@@ -54,7 +55,7 @@ class DropoutSupernetOp(nn.Module):
         else:
             index = kept_channels(self).to(x.device)
             locals_ = self.branch_channels(index)
-        y = plans.forward_dropout_conv(self, x, locals_)
+        y = plans.dropout_outputs(self, x, locals_)
         return self.out(subset_batch_norm(self.norm, y, index))
 
     def branch_channels(self, index):
