@@ -12,10 +12,10 @@ Stages (--stages picks some; each prints rows of one table at the end):
   plan choice under its lock, the model's own autocast, the convolution recorder) runs in threads here too.
 - torchrun: the same steps and the supernet under DistributedDataParallel, one process per GPU (NCCL; --device
   cpu: 2 processes, gloo), each on its share of the same global batches; the losses against the precision stage's.
-- main: main.py trains one epoch of a tiny synthetic dataset with validation, then a resume trains and validates
-  a second one, which must run the plans its checkpoint holds and time none (CAKES_PLAN is set to a name that
-  is no plan: a key missing from the checkpoint would stop the run). Alone (DataParallel over the GPUs) and under
-  torchrun (validation under DDP; --sync_bn on GPUs).
+- main: main.py (CAKES_PLAN unset) trains one epoch of a tiny synthetic dataset with validation, then a resume
+  trains and validates a second one, which must run the plans its checkpoint holds and time none (it runs with
+  cakes.ops.timing refusing to time: a key missing from the checkpoint stops it) and leave them as they were.
+  Alone (DataParallel over the GPUs) and under torchrun (validation under DDP; --sync_bn on GPUs).
 - timing: scripts/benchmark_model.py's eval forward and train step of conv3d and CAKES123D_P at -b 12 per GPU,
   8x224x224, in the branch form and by plans (NCDHW and channels_last_3d each), cudnn.benchmark as main.py sets
   it; the form main.py runs by default is marked, and the plans chosen are counted per network and mode.
@@ -98,9 +98,10 @@ SIZES = {'cuda': dict(num_segments=4, input_size=112, timing_batch=12, timing_fr
          'cpu': dict(num_segments=4, input_size=32, timing_batch=2, timing_frames=4, timing_size=32)}
 TIMED_IMPLS = ('plain', 'planned', 'channels_last', 'planned_cl')  # branch form and plans, in both formats
 TIMED_SETTINGS = ('conv3d', 'conv1_2_3d:CAKES123D_P')
-# The resume's CAKES_PLAN: not a plan, so an op whose key the checkpoint lacks (which would be timed) stops the
-# run with an error naming it; ops that run the checkpoint's plans never read it.
-NO_TIMING = 'resume-times-no-plan'
+# The resumed main.py runs through this script with cakes.ops.timing refusing to time: an op whose key the
+# checkpoint lacks stops the run with this message (under torchrun, on every rank).
+RESUME = '--resume_without_timing'  # then main.py's arguments
+NO_TIMING = 'a plan was timed in a resume that must run its checkpoint\'s plans'
 MAIN = os.path.join(REPO, 'main.py')
 
 
@@ -509,7 +510,8 @@ def run_command(command, timeout, env=None):
         raise
 
 
-ERROR_LINE = re.compile(r'^(error: |\w*(Error|Exception)\b)')
+# main.py's one-line error, or an exception's last line (a torchrun worker's prefixed with its rank)
+ERROR_LINE = re.compile(r'^(\[rank\d+\]:\s*)?(error: |[\w.]*(Error|Exception)\b)')
 
 
 def failure(status, err, timeout):
@@ -517,7 +519,7 @@ def failure(status, err, timeout):
     if status is None:
         return f'timed out after {timeout} s'
     lines = err.strip().splitlines()
-    named = [line for line in lines if ERROR_LINE.match(line.strip())]
+    named = [line for line in lines if ERROR_LINE.match(line.strip()) and 'ChildFailedError' not in line]
     return f"exit {status}: {(named or lines or ['no output'])[-1].strip()[:160]}"
 
 
@@ -580,8 +582,8 @@ def main_checks(args):
         make_synthetic_data(root, train=2 * clips, val=clips + 1, frames=8)
         for name, launcher, extra in runs:
             out = os.path.join(folder, name.replace(' ', '_'))
-            command = (launcher or [sys.executable]) + [MAIN, '--root_path', root, '--checkpoint_dir', out, *main_flags(args, clips), *extra]
-            rows += epoch_and_resume(args, command, out, name, precision)
+            flags = ['--root_path', root, '--checkpoint_dir', out, *main_flags(args, clips), *extra]
+            rows += epoch_and_resume(args, launcher, flags, out, name, precision)
     return rows
 
 
@@ -596,10 +598,13 @@ def main_flags(args, clips):
     return flags
 
 
-def epoch_and_resume(args, command, out, wrapper, precision):
+def epoch_and_resume(args, launcher, flags, out, wrapper, precision):
     """Rows of one epoch with validation and of its resume: the resumed epoch must run the checkpoint's plans,
-    time none (CAKES_PLAN=NO_TIMING stops a run that would) and leave the checkpoint's plans as they were."""
-    status, stdout, err = run_command(command + ['--epochs', '1'], args.timeout)
+    time none (the resume runs main.py through this script's RESUME mode) and leave the checkpoint's plans as
+    they were. `launcher`: torchrun's command, or none; `flags`: main.py's."""
+    env = {k: v for k, v in os.environ.items() if k != plans.ENV}  # main.py's default: plans timed
+    status, stdout, err = run_command((launcher or [sys.executable]) + [MAIN, *flags, '--epochs', '1'],
+                                      args.timeout, env)
     saved = saved_checkpoint(out)
     if status != 0 or saved is None:
         return [row('main.py epoch', wrapper, precision, (failure(status, err, args.timeout), False))]
@@ -609,13 +614,10 @@ def epoch_and_resume(args, command, out, wrapper, precision):
     rows = [row('main.py epoch', wrapper, precision,
                 (f"{tested or 'no validation'}; plans of {len(chosen)} ops saved",
                  tested is not None and state.get('epoch') == 1 and bool(chosen)))]
-    env = dict(os.environ, **{plans.ENV: NO_TIMING})
-    status, stdout, err = run_command(command + ['--epochs', '2', '--resume', saved], args.timeout, env)
-    if status != 0:
-        text = failure(status, err, args.timeout)
-        if NO_TIMING in err:
-            text = 'a plan was timed again (its key is not in the checkpoint): ' + text
-        return rows + [row('main.py resume', wrapper, precision, (text, False))]
+    resume = [os.path.abspath(__file__), RESUME, *flags, '--epochs', '2', '--resume', saved]
+    status, stdout, err = run_command((launcher or [sys.executable]) + resume, args.timeout, env)
+    if status != 0:  # with a plan timed, the error line says NO_TIMING
+        return rows + [row('main.py resume', wrapper, precision, (failure(status, err, args.timeout), False))]
     resumed = torch.load(saved, map_location='cpu', weights_only=True)
     tested = testing_results(stdout)
     same = resumed.get('plans') == chosen
@@ -623,6 +625,31 @@ def epoch_and_resume(args, command, out, wrapper, precision):
                                                'the plans changed'))
     return rows + [row('main.py resume', wrapper, precision,
                        (text, same and tested is not None and resumed.get('epoch') == 2))]
+
+
+@contextlib.contextmanager
+def refusing_timing():
+    """Inside, timing an op's plans (cakes.ops.timing.op_step, which every plan choice times with) raises an
+    error saying NO_TIMING."""
+    from cakes.ops import timing
+    original = timing.op_step
+
+    def refuse(op, x, *args, **kwargs):
+        raise RuntimeError(f'{NO_TIMING} ({type(op).__name__} on an input of shape {tuple(x.shape)})')
+    timing.op_step = refuse
+    try:
+        yield
+    finally:
+        timing.op_step = original
+
+
+def resume_without_timing(argv):
+    """main.py's main on `argv`, refusing to time a plan."""
+    spec = importlib.util.spec_from_file_location('cakes_main', MAIN)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with refusing_timing():
+        return run_cli(script.main, argv)
 
 
 def saved_checkpoint(out):
@@ -694,6 +721,9 @@ def stop_on_sigterm():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [RESUME]:
+        return resume_without_timing(argv[1:])
     args = parse_args(argv)
     if not on_gpus(args):
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # this process, its subprocesses and main.py's rules: the CPU

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY
 from conftest_data import REPO, load_script, run_script
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -209,24 +210,42 @@ def test_a_stage_that_raises_is_a_fail_row_and_the_others_run(gpu_check, capsys)
 def test_a_failure_names_the_error_line(gpu_check):
     err = 'W1204 warning\nerror: unknown CAKES_PLAN=\'x\'\n[rank0] torchrun: failed\n'
     assert gpu_check.failure(2, err, 10) == "exit 2: error: unknown CAKES_PLAN='x'"
+    err = ('[rank1]: cakes.ops.plans.sharing.PlanError: timing failed on rank 0: RuntimeError: x\n'
+           'torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n==== main.py FAILED\n')
+    assert gpu_check.failure(1, err, 10) == ('exit 1: [rank1]: cakes.ops.plans.sharing.PlanError: timing failed on '
+                                             'rank 0: RuntimeError: x')
     assert gpu_check.failure(1, 'Traceback\n  File x\nRuntimeError: CUDA out of memory\n', 10) == \
         'exit 1: RuntimeError: CUDA out of memory'
     assert gpu_check.failure(1, '', 10) == 'exit 1: no output'
 
 
-def test_the_resume_check_stops_a_run_that_would_time_a_plan(gpu_check, monkeypatch):
-    """NO_TIMING as CAKES_PLAN: an op that would time a plan stops with an error naming it; one that runs the
-    plans a checkpoint holds never reads it."""
-    from cakes.errors import UsageError
-    from cakes.ops import plans
+def test_refusing_timing_stops_an_op_that_would_time_and_not_one_that_has_its_plans(gpu_check):
+    from cakes.ops import plans, timing
     model, clips = small_model(gpu_check)
     model.eval()
     with torch.no_grad():
-        expected = model(clips)  # chooses (times) the plans
+        expected = model(clips)  # times its plans
     fresh = small_model(gpu_check)[0].eval()
-    monkeypatch.setenv(plans.ENV, gpu_check.NO_TIMING)
-    with torch.no_grad(), pytest.raises(UsageError, match=gpu_check.NO_TIMING):
-        fresh(clips)
-    plans.load_plans(fresh, plans.plan_table(model))
-    with torch.no_grad():
-        assert torch.allclose(fresh(clips), expected, rtol=1e-4, atol=1e-4)
+    original = timing.op_step
+    with gpu_check.refusing_timing():
+        with torch.no_grad(), pytest.raises(RuntimeError, match=gpu_check.NO_TIMING):
+            fresh(clips)
+        plans.load_plans(fresh, plans.plan_table(model))
+        with torch.no_grad():
+            assert torch.allclose(fresh(clips), expected, rtol=1e-4, atol=1e-4)
+    assert timing.op_step is original
+
+
+def test_a_resume_from_a_checkpoint_without_its_plans_is_stopped(gpu_check, data, tmp_path):
+    """What the main stage's resume runs (main.py, refusing to time) stops at the first plan it would time."""
+    from conftest import RUN, run_main
+    cakes = ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P', '--no_tensorboard']
+    run_main(data, tmp_path, *cakes, '--epochs', '1')
+    path = tmp_path / 'checkpoint' / f'{RUN}_checkpoint.pth.tar'
+    state = torch.load(path, weights_only=True)
+    assert state['plans']
+    state['plans'] = {}  # as an older checkpoint, or one whose plans were not saved
+    torch.save(state, path)
+    with pytest.raises(RuntimeError, match=gpu_check.NO_TIMING):
+        gpu_check.resume_without_timing(['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY, *cakes,
+                                         '--epochs', '2', '--resume', str(path)])
