@@ -13,8 +13,8 @@ Stages (--stages picks some; each prints rows of one table at the end):
 - torchrun: the same steps and the supernet under DistributedDataParallel, one process per GPU (NCCL; --device
   cpu: 2 processes, gloo), each on its share of the same global batches; the losses against the precision stage's.
 - main: main.py (CAKES_PLAN unset) trains one epoch of a tiny synthetic dataset with validation, then a resume
-  trains and validates a second one, which must run the plans its checkpoint holds and time none (it runs with
-  cakes.ops.timing refusing to time: a key missing from the checkpoint stops it) and leave them as they were.
+  trains and validates a second one, which must run the plans its checkpoint holds, choose and time none (it
+  runs with the plans' choice refused: a key missing from the checkpoint stops it) and leave them as they were.
   Alone (DataParallel over the GPUs) and under torchrun (validation under DDP; --sync_bn on GPUs).
 - timing: scripts/benchmark_model.py's eval forward and train step of conv3d and CAKES123D_P at -b 12 per GPU,
   8x224x224, in the branch form and by plans (NCDHW and channels_last_3d each), cudnn.benchmark as main.py sets
@@ -98,10 +98,10 @@ SIZES = {'cuda': dict(num_segments=4, input_size=112, timing_batch=12, timing_fr
          'cpu': dict(num_segments=4, input_size=32, timing_batch=2, timing_frames=4, timing_size=32)}
 TIMED_IMPLS = ('plain', 'planned', 'channels_last', 'planned_cl')  # branch form and plans, in both formats
 TIMED_SETTINGS = ('conv3d', 'conv1_2_3d:CAKES123D_P')
-# The resumed main.py runs through this script with cakes.ops.timing refusing to time: an op whose key the
-# checkpoint lacks stops the run with this message (under torchrun, on every rank).
-RESUME = '--resume_without_timing'  # then main.py's arguments
-NO_TIMING = 'a plan was timed in a resume that must run its checkpoint\'s plans'
+# The resumed main.py runs through this script with the plans' choice refused: an op whose key the checkpoint
+# lacks (which would choose, and on a CPU time, a plan) stops the run with this message (on every rank).
+RESUME = '--resume_without_choosing'  # then main.py's arguments
+NEW_PLAN = 'a plan was chosen in a resume that must run its checkpoint\'s plans'
 MAIN = os.path.join(REPO, 'main.py')
 
 
@@ -600,8 +600,8 @@ def main_flags(args, clips):
 
 def epoch_and_resume(args, launcher, flags, out, wrapper, precision):
     """Rows of one epoch with validation and of its resume: the resumed epoch must run the checkpoint's plans,
-    time none (the resume runs main.py through this script's RESUME mode) and leave the checkpoint's plans as
-    they were. `launcher`: torchrun's command, or none; `flags`: main.py's."""
+    choose and time none (the resume runs main.py through this script's RESUME mode) and leave the checkpoint's
+    plans as they were. `launcher`: torchrun's command, or none; `flags`: main.py's."""
     env = {k: v for k, v in os.environ.items() if k != plans.ENV}  # main.py's default: plans timed
     status, stdout, err = run_command((launcher or [sys.executable]) + [MAIN, *flags, '--epochs', '1'],
                                       args.timeout, env)
@@ -616,39 +616,39 @@ def epoch_and_resume(args, launcher, flags, out, wrapper, precision):
                  tested is not None and state.get('epoch') == 1 and bool(chosen)))]
     resume = [os.path.abspath(__file__), RESUME, *flags, '--epochs', '2', '--resume', saved]
     status, stdout, err = run_command((launcher or [sys.executable]) + resume, args.timeout, env)
-    if status != 0:  # with a plan timed, the error line says NO_TIMING
+    if status != 0:  # with a plan chosen, the error line says NEW_PLAN
         return rows + [row('main.py resume', wrapper, precision, (failure(status, err, args.timeout), False))]
     resumed = torch.load(saved, map_location='cpu', weights_only=True)
     tested = testing_results(stdout)
     same = resumed.get('plans') == chosen
-    text = (f"{tested or 'no validation'}; " + ('the checkpoint\'s plans run, none timed' if same else
+    text = (f"{tested or 'no validation'}; " + ('the checkpoint\'s plans run, none chosen' if same else
                                                'the plans changed'))
     return rows + [row('main.py resume', wrapper, precision,
                        (text, same and tested is not None and resumed.get('epoch') == 2))]
 
 
 @contextlib.contextmanager
-def refusing_timing():
-    """Inside, timing an op's plans (cakes.ops.timing.op_step, which every plan choice times with) raises an
-    error saying NO_TIMING."""
-    from cakes.ops import timing
-    original = timing.op_step
+def refusing_new_plans():
+    """Inside, an op choosing the plan of a key it has none for (cakes.ops.plans.choice.choose: the forced plan,
+    the branch form where timing cannot tell, else the timed fastest) raises an error saying NEW_PLAN."""
+    from cakes.ops.plans import choice
+    original = choice.choose
 
-    def refuse(op, x, *args, **kwargs):
-        raise RuntimeError(f'{NO_TIMING} ({type(op).__name__} on an input of shape {tuple(x.shape)})')
-    timing.op_step = refuse
+    def refuse(op, x, key, *args, **kwargs):
+        raise RuntimeError(f'{NEW_PLAN} (key {key})')
+    choice.choose = refuse
     try:
         yield
     finally:
-        timing.op_step = original
+        choice.choose = original
 
 
-def resume_without_timing(argv):
-    """main.py's main on `argv`, refusing to time a plan."""
+def resume_without_choosing(argv):
+    """main.py's main on `argv`, refusing to choose a plan."""
     spec = importlib.util.spec_from_file_location('cakes_main', MAIN)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with refusing_timing():
+    with refusing_new_plans():
         return run_cli(script.main, argv)
 
 
@@ -723,7 +723,7 @@ def stop_on_sigterm():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [RESUME]:
-        return resume_without_timing(argv[1:])
+        return resume_without_choosing(argv[1:])
     args = parse_args(argv)
     if not on_gpus(args):
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # this process, its subprocesses and main.py's rules: the CPU

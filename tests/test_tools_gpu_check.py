@@ -48,7 +48,7 @@ def test_every_stage_runs_on_the_cpu_and_prints_its_rows():
         ('main.py epoch', 'one process'), ('main.py resume', 'one process'),
         ('main.py epoch', 'torchrun'), ('main.py resume', 'torchrun')]
     assert all('Prec@1' in r['result'] for r in main_rows)
-    assert all(r['result'].endswith("the checkpoint's plans run, none timed") for r in main_rows[1::2])
+    assert all(r['result'].endswith("the checkpoint's plans run, none chosen") for r in main_rows[1::2])
     timed = {(r['check'], r['wrapper']) for r in rows if r['check'].endswith('ms/clip')}
     assert timed == {(f'{mode} ms/clip', f"{net} {impl}{' (main.py' + chr(39) + 's)' if impl == 'planned_cl' else ''}")
                      for mode in ('eval', 'train') for net in ('conv3d', 'CAKES123D_P')
@@ -219,25 +219,26 @@ def test_a_failure_names_the_error_line(gpu_check):
     assert gpu_check.failure(1, '', 10) == 'exit 1: no output'
 
 
-def test_refusing_timing_stops_an_op_that_would_time_and_not_one_that_has_its_plans(gpu_check):
-    from cakes.ops import plans, timing
+def test_refusing_new_plans_stops_an_op_that_would_choose_and_not_one_that_has_its_plans(gpu_check):
+    from cakes.ops import plans
+    from cakes.ops.plans import choice
     model, clips = small_model(gpu_check)
     model.eval()
     with torch.no_grad():
-        expected = model(clips)  # times its plans
+        expected = model(clips)  # chooses (times) its plans
     fresh = small_model(gpu_check)[0].eval()
-    original = timing.op_step
-    with gpu_check.refusing_timing():
-        with torch.no_grad(), pytest.raises(RuntimeError, match=gpu_check.NO_TIMING):
+    original = choice.choose
+    with gpu_check.refusing_new_plans():
+        with torch.no_grad(), pytest.raises(RuntimeError, match=gpu_check.NEW_PLAN):
             fresh(clips)
         plans.load_plans(fresh, plans.plan_table(model))
         with torch.no_grad():
             assert torch.allclose(fresh(clips), expected, rtol=1e-4, atol=1e-4)
-    assert timing.op_step is original
+    assert choice.choose is original
 
 
 def test_a_resume_from_a_checkpoint_without_its_plans_is_stopped(gpu_check, data, tmp_path):
-    """What the main stage's resume runs (main.py, refusing to time) stops at the first plan it would time."""
+    """What the main stage's resume runs (main.py, refusing new plans) stops at the first plan it would choose."""
     from conftest import RUN, run_main
     cakes = ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P', '--no_tensorboard']
     run_main(data, tmp_path, *cakes, '--epochs', '1')
@@ -246,6 +247,6 @@ def test_a_resume_from_a_checkpoint_without_its_plans_is_stopped(gpu_check, data
     assert state['plans']
     state['plans'] = {}  # as an older checkpoint, or one whose plans were not saved
     torch.save(state, path)
-    with pytest.raises(RuntimeError, match=gpu_check.NO_TIMING):
-        gpu_check.resume_without_timing(['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY, *cakes,
-                                         '--epochs', '2', '--resume', str(path)])
+    with pytest.raises(RuntimeError, match=gpu_check.NEW_PLAN):
+        gpu_check.resume_without_choosing(['--root_path', data, '--checkpoint_dir', str(tmp_path), *TINY, *cakes,
+                                           '--epochs', '2', '--resume', str(path)])

@@ -30,7 +30,7 @@ def test_its_parts_run_on_the_cpu():
     out = done.stdout
     assert out.count('all checks passed') == 2 and 'eval ms/clip' in out
     assert len([line for line in out.splitlines() if line.startswith('base_model.layer')]) == 16 * 2  # per op
-    assert "main.py resume" in out and "the checkpoint's plans run, none timed" in out
+    assert "main.py resume" in out and "the checkpoint's plans run, none chosen" in out
     assert '--main_amp bf16' in out
     assert any(line.startswith('main.py epoch') and ' bf16 ' in line and line.endswith('ok') for line in out.splitlines())
 
