@@ -31,8 +31,8 @@ Time on one H200: about 3.5 minutes (estimated: not yet run on a GPU; its `stage
   about 1 TFLOP (CAKES123D_P: 11.5 GFLOPs a clip forward, 3 times that a training step), the timing's timed
   steps at 12x8x224x224 about 160 TFLOP (conv3d: 125 GFLOPs a clip forward): ~1 s at 150 TFLOP/s (30% of
   TF32's rate, which cuDNN's convolutions use by default), 4 s at 40.
-- What costs is fixed per process and per new shape. Measured with --device cpu (all stages 124 s of CPU time
-  on 2 cores; a main.py process ~4 s to start and import, ~10 s for its tiny epoch): per process ~4 s to start,
+- What costs is fixed per process and per new shape. Measured with --device cpu (all stages 87 s, 105 s of CPU
+  time, on 2 cores; a main.py process ~4 s to start and import, ~8 s for its tiny epoch): per process ~4 s to start,
   plus ~3 s for CUDA's context and ~5 s for NCCL's on a GPU; a network's first step times its plans (16 ops x
   up to 7 plans x 3 runs on one clip, ~2 ms each when launch-bound: ~1 s a key); with cudnn.benchmark (main.py,
   timing) each new convolution shape is searched (~100 a form x 3 directions x ~20 ms: ~6 s a form's train step).
@@ -666,7 +666,8 @@ def testing_results(stdout):
 # The speed of main.py's default path.
 
 def load_benchmark_model():
-    spec = importlib.util.spec_from_file_location('benchmark_model', os.path.join(REPO, 'scripts', 'benchmark_model.py'))
+    path = os.path.join(REPO, 'scripts', 'benchmark_model.py')
+    spec = importlib.util.spec_from_file_location('benchmark_model', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

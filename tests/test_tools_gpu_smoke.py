@@ -32,7 +32,8 @@ def test_its_parts_run_on_the_cpu():
     assert len([line for line in out.splitlines() if line.startswith('base_model.layer')]) == 16 * 2  # per op
     assert "main.py resume" in out and "the checkpoint's plans run, none chosen" in out
     assert '--main_amp bf16' in out
-    assert any(line.startswith('main.py epoch') and ' bf16 ' in line and line.endswith('ok') for line in out.splitlines())
+    assert any(line.startswith('main.py epoch') and ' bf16 ' in line and line.endswith('ok')
+               for line in out.splitlines())
 
 
 def test_a_part_past_its_time_limit_fails_and_the_next_ones_still_run():
@@ -80,7 +81,8 @@ def test_a_torch_older_than_2_6_is_refused(tmp_path):
     (tmp_path / 'torch' / '__init__.py').write_text("__version__ = '2.5.1+cu124'\n")
     done = smoke(CAKES_SMOKE_NEEDS='', PYTHONPATH=str(tmp_path))
     assert done.returncode == 2 and done.stdout == ''
-    assert done.stderr.strip() == 'error: torch 2.5.1+cu124 is older than 2.6, the oldest cakes runs on: use a newer torch'
+    assert done.stderr.strip() == ('error: torch 2.5.1+cu124 is older than 2.6, the oldest cakes runs on: use a '
+                                   'newer torch')
 
 
 def test_without_a_gpu_it_says_so_unless_told_cpu():
