@@ -13,12 +13,14 @@ network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with t
 default form (planned_cl on a CPU) as a ratio to conv3d's fastest form, beside the FLOPs ratio and the limit
 0.15 + 0.85 x FLOPs ratio (convolutions are about 85% of conv3d's time). --per_layer prints, per CAKES op,
 each branch's width, FLOPs, time, GFLOP/s, the plan chosen, and the time of the conv3d network's 3x3x3 op there;
---plot draws time against FLOPs for every setting measured.
+--plot draws time against FLOPs for every setting measured. A planned form's row ends with the plans its ops chose
+(how many ops run each).
 GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
 (forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
 (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
+import collections
 import copy
 import itertools
 import json
@@ -150,10 +152,22 @@ def time_setting(setting, args, device, batch):
             per_clip = best[impl] / batch
             rows.append({'setting': setting, 'impl': impl, 'mode': 'train' if train else 'eval', 'batch': batch,
                          'gflops': flops / 1e9, 'ms_per_clip': per_clip * 1e3, 'first_s': first[impl],
-                         'gflops_per_s': flops * (3 if train else 1) / per_clip / 1e9})
+                         'gflops_per_s': flops * (3 if train else 1) / per_clip / 1e9,
+                         'plans': plan_counts(models[impl]) if impl in models else {}})
         if args.per_layer and op_code not in BASELINES:
             print_layers(setting, models, clip, train, batch)
     return rows
+
+
+def plan_counts(model):
+    """{plan: how many ops ran it}, most used first, over the keys the model ran (a copy timed in one mode runs
+    one key per op); empty for the branch form and networks without CAKES ops."""
+    counts = collections.Counter(plan for table in plans.plan_table(model).values() for plan in table.values())
+    return dict(counts.most_common())
+
+
+def format_counts(counts):
+    return ', '.join(f'{plan} {count}' for plan, count in counts.items())
 
 
 def print_layers(setting, models, clip, train, batch):
@@ -239,7 +253,7 @@ def main(argv=None):
           f'{args.input_size} clips, batch {" and ".join(map(str, args.batch))}, best of {args.repeats}, '
           f'{"plain Python process" if UNTUNED else "process set up as main.py"}')
     print(f'{"setting":<28} {"impl":<14} {"mode":<6} {"batch":>5} {"ms/clip":>9} {"GFLOP/s":>8} {"vs plain":>9} '
-          f'{"first s":>8}')
+          f'{"first s":>8}  plans (ops)')
     rows = []
     for batch in args.batch:
         for setting in args.settings:
@@ -250,7 +264,8 @@ def main(argv=None):
                 row['vs_plain'] = ratio
                 rows.append(row)
                 print(f"{setting:<28} {row['impl']:<14} {row['mode']:<6} {batch:>5} {row['ms_per_clip']:>9.1f} "
-                      f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f} {row['first_s']:>8.2f}", flush=True)
+                      f"{row['gflops_per_s']:>8.1f} {ratio:>9.3f} {row['first_s']:>8.2f}  {format_counts(row['plans'])}"
+                      .rstrip(), flush=True)
     if args.table:
         default = 'planned' if device.type == 'cuda' else 'planned_cl'  # what main.py runs (engine.run)
         print(f'time per clip as a ratio to conv3d in its fastest form, {default} (the default) beside the branch '

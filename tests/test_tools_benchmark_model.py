@@ -29,3 +29,11 @@ def test_table_per_layer_and_plot(tmp_path):
     plans = [line.split()[-4] for line in ops]
     assert all(plan in ('branches', 'stacked') or plan.startswith('merge(') for plan in plans), plans
     assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # the plans chosen: every CAKES op counted once in a planned form's row (and its printed line); none else
+    for r in rows:
+        planned = r['setting'] != 'conv3d' and r['impl'] == 'planned_cl'
+        assert sum(r['plans'].values()) == (16 if planned else 0)
+        if planned:
+            line = next(line for line in lines if line.split()[:4] == [r['setting'], r['impl'], r['mode'],
+                                                                          str(r['batch'])])
+            assert line.endswith(', '.join(f'{plan} {count}' for plan, count in r['plans'].items()))

@@ -5,11 +5,14 @@ Decoding always starts at the first frame: seeking in VP9 lands on a keyframe by
 not exact, and a clip's last sampled frame lies near the end of the video anyway. By default a container
 decodes on the calling thread only: a DataLoader worker is one of many processes sharing the cores, where
 decoder threads add CPU time without adding throughput (scripts/benchmark_data.py measures both).
+
+PyAV is imported at the first video opened: frame folders need none.
 """
 import os
 
-import av
 import torch
+
+from cakes.errors import UsageError
 
 
 _converters = {}  # process id -> VideoReformatter
@@ -19,9 +22,20 @@ class VideoError(Exception):
     """The file cannot be opened or decoded as a video."""
 
 
+def pyav():
+    """The av module, or a UsageError saying how to get it."""
+    try:
+        import av
+    except ImportError:
+        raise UsageError('reading video files needs PyAV: pip install av (offline: a wheel, see '
+                         'docs/gpu_first_run.md), or extract frames with scripts/extract_frames.py') from None
+    return av
+
+
 def open_video(path, threads=1):
     """An open PyAV container with a video stream, decoding on `threads` threads (0: FFmpeg's choice, with
     frame and slice threading)."""
+    av = pyav()
     try:
         # the decoder that probes the stream gets the same threads (FFmpeg's choice costs 0.7 ms a video)
         container = av.open(path, options={'threads': str(threads)})
@@ -39,6 +53,7 @@ def open_video(path, threads=1):
 
 def decoded(container, path, last=None):
     """(number, av.VideoFrame) from frame 1 on, stopping after frame `last` (default: the end)."""
+    av = pyav()
     try:
         for number, frame in enumerate(container.decode(video=0), start=1):
             yield number, frame
@@ -61,7 +76,7 @@ def _converter():
     for the slice threads it had in the parent."""
     pid = os.getpid()
     if pid not in _converters:  # the parent's stays referenced: freeing it in the child could wait as well
-        _converters[pid] = av.video.reformatter.VideoReformatter()
+        _converters[pid] = pyav().video.reformatter.VideoReformatter()
     return _converters[pid]
 
 

@@ -10,7 +10,7 @@ import warnings
 
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from cakes.data.decode import VideoError, decode_frames
+from cakes.data.decode import VideoError, decode_frames, pyav
 from cakes.data.lists import MIN_FRAMES, frame_folder
 
 
@@ -74,6 +74,7 @@ class VideoFiles:
     what = 'videos'
 
     def __init__(self, directory, video_name):
+        pyav()  # a missing PyAV is one clear error here, not one in every loader worker
         self.directory = directory
         self.video_name = video_name
 

@@ -4,15 +4,16 @@ writes; without a folder (--no_tensorboard, other ranks) nothing is recorded.
 
 Every point is at the global iteration (epoch * iterations per epoch + i), so a resumed run purges what the
 interrupted one wrote past the point it continues from.
-"""
-from tensorboardX import SummaryWriter
 
+tensorboardX is imported only when there is a folder to write to: --no_tensorboard runs without it.
+"""
+from cakes.errors import UsageError
 from cakes.ops.search import pruned_widths
 
 
 class Board:
     def __init__(self, folder=None, purge_step=None):
-        self.writer = SummaryWriter(folder, purge_step=purge_step or None) if folder else None
+        self.writer = summary_writer()(folder, purge_step=purge_step or None) if folder else None
 
     def scalars(self, prefix, values, step):
         if self.writer:
@@ -36,6 +37,15 @@ class Board:
     def close(self):
         if self.writer:
             self.writer.close()
+
+
+def summary_writer():
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise UsageError('TensorBoard events need tensorboardX: pip install tensorboardX (offline: a wheel, see '
+                         'docs/gpu_first_run.md), or pass --no_tensorboard') from None
+    return SummaryWriter
 
 
 def named_cakes_ops(model):
