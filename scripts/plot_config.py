@@ -8,15 +8,18 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import conv_configs, read_conv_config  # noqa: E402
+from cakes.conv_config import conv_configs, read_conv_config, read_user_configs  # noqa: E402
 from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
 from cakes.plot import describe_config, save_config_picture  # noqa: E402
+
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs
 
 
 def parse_args(argv):
@@ -29,12 +32,13 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_config(value):
-    """(name, config, frames or None) of a CONFIG argument."""
-    if value in conv_configs():
-        return value, conv_configs()[value], None
+def load_config(value, known=None):
+    """(name, config, frames or None) of a CONFIG argument; `known`: the configs by name (default the released)."""
+    known = conv_configs() if known is None else known
+    if value in known:
+        return value, known[value], None
     if not os.path.isfile(value):
-        raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(conv_configs())}) "
+        raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(known)}) "
                          'nor a file (conv_config.txt or checkpoint)')
     if value.endswith('.txt'):
         return os.path.basename(value), read_conv_config(value), None
@@ -67,9 +71,10 @@ def state_config(state, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    known = conv_configs(read_user_configs(CONFIG_FILE))
     entries = []
     for value in args.configs:
-        name, config, frames = load_config(value)
+        name, config, frames = load_config(value, known)
         entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size))
     if len({entry['arch'] for entry in entries}) > 1:
         raise UsageError('the configs are of different backbones: draw them in separate pictures')

@@ -14,7 +14,8 @@ from cakes.cli import run_cli
 from cakes.engine.checkpoint import keep_copies
 from cakes.engine.run import channels_last
 from cakes.files import save_atomic
-from cakes.models.checkpoint import prune_output_prefix
+from cakes.models import create_model
+from cakes.models.checkpoint import model_state, prune_output_prefix
 
 # TINY without --num_segments: the runs below take it from the description (the search gives 2, not 8).
 AT = TINY.index('--num_segments')
@@ -62,6 +63,13 @@ def test_every_checkpoint_describes_its_network(data, pipeline):
     finetuned = load(pruned)['description']
     assert finetuned['op_code'] == 'convst' and finetuned['search'] is False
     assert finetuned['conv_config'] == widths and finetuned['num_segments'] == 2
+
+
+def test_create_model_rebuilds_the_network_of_each_checkpoint(pipeline):
+    _, supernet, pruned = pipeline
+    for path in (supernet, pruned):
+        checkpoint = load(path)
+        create_model(**checkpoint['description']).load_state_dict(model_state(checkpoint), strict=True)
 
 
 def test_prune_writes_the_config_beside_the_supernet_too(pipeline):
