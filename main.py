@@ -34,6 +34,7 @@ from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix
+from cakes.models.finetune import check_supernet
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')  # your conv_configs
 
@@ -133,10 +134,12 @@ def parse_settings(argv=None):
     if flags.prune and description is not None and not description['search']:
         raise UsageError(f"'{path}' holds a network trained without --search (op code {description['op_code']}): "
                          '--prune reads the checkpoint of a --search supernet')
+    if flags.finetune and not flags.prune:
+        check_supernet(checkpoint, description, path)
     configs = read_user_configs(CONFIG_FILE) if flags.conv_config else None  # only a run that names a config reads it
     settings, filled = described_settings(flags, given, description, configs)
     check_args(settings)
-    settings, notes = for_this_run(settings)
+    settings, notes = for_this_run(settings, given)
     conv_config = resolve_conv_config(settings.conv_config, configs)
     return settings, conv_config, Source(path, checkpoint, description, filled, tuple(notes))
 

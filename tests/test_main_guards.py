@@ -138,6 +138,13 @@ def test_workers_are_capped_at_the_usable_cpus(monkeypatch, workers, cpus, expec
                                   if workers > cpus else [])
 
 
+def test_the_default_workers_are_capped_without_a_word(monkeypatch):
+    """-j left out: its 16 is nobody's choice, so fewer CPUs are no news."""
+    monkeypatch.setattr(loaders.os, 'sched_getaffinity', lambda pid: {0, 1})
+    settings, _, source = main.parse_settings(['--checkpoint_dir', 'x'])
+    assert settings.workers == 2 and source.notes == ()
+
+
 def test_a_budget_out_of_reach_names_the_input_it_was_counted_at(supernet, capsys):
     """The supernet was trained at 48x48: --prune takes that size from its description."""
     with pytest.raises(SystemExit):

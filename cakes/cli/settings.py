@@ -40,7 +40,7 @@ def described_settings(flags, given, description, configs=None):
     return Settings(**{**vars(flags), **network}), filled
 
 
-def for_this_run(settings):
+def for_this_run(settings, given):
     """The settings with what the checkpoint directory and the machine decide: --auto_resume continues the run's
     own checkpoint when there is one (not initialising from --finetune again), and -j is at most the CPUs this
     process may use. Returns (settings, the lines the run logs about it)."""
@@ -55,7 +55,7 @@ def for_this_run(settings):
                 notes.append(f"=> --auto_resume: '{path}' continues a run that --finetune started; not "
                              'initialising again')
                 changes['finetune'] = ''
-    workers, note = cap_workers(settings.workers)
+    workers, note = cap_workers(settings.workers, 'workers' in given)
     changes['workers'] = workers
     notes += [note] if note else []
     return dataclasses.replace(settings, **changes), notes

@@ -88,6 +88,10 @@ def move_run_aside(args):
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
                'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_channels_last',
                'no_tensorboard', 'overwrite', *TEST_FLAGS}
+# Settings that an evaluation does not use (training's own, and the name of the run's files): it does the same
+# whatever they are.
+UNUSED_BY_EVALUATION = {'lr', 'lr_steps', 'warm', 'momentum', 'weight_decay', 'clip_gradient', 'batch_size',
+                        'dropout', 'sparsity_regularization', 's', 'reweight', 'sync_bn', 'store_name'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +134,12 @@ def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=())
 
 
 def log_changed_settings(saved, args, log, filled=()):
-    """Settings given differently from the checkpoint's run (those `filled` from its description are its own:
-    a conv_config filled as widths was a key or a file name there)."""
+    """Settings given differently from the checkpoint's run, those that matter to what this run does (not
+    training's own when it evaluates; those `filled` from its description are its own: a conv_config filled as
+    widths was a key or a file name there)."""
     if not isinstance(saved, dict):
         return
-    ignored = RUN_CONTROL | set(filled)
+    ignored = RUN_CONTROL | (UNUSED_BY_EVALUATION if args.evaluate else set()) | set(filled)
     changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in vars(args).items()
                if k in saved and k not in ignored and saved[k] != v]
     if changed:
