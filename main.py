@@ -13,6 +13,7 @@ Several GPUs or machines: `torchrun --nnodes N --nproc_per_node G main.py ...` t
 (NCCL on GPUs, gloo on CPUs), one process per GPU; -b stays the global batch. Rank 0 prints, logs and saves.
 """
 import argparse
+import os
 
 from cakes.runtime import tune_process
 
@@ -23,7 +24,8 @@ import torch  # noqa: E402
 from cakes import data
 from cakes import ops
 from cakes.cli import run_cli
-from cakes.conv_config import resolve_conv_config
+from cakes.cli.settings import described_settings, for_this_run, parse_flags
+from cakes.conv_config import read_user_configs, resolve_conv_config
 from cakes.engine import distributed
 from cakes.engine.precision import AMP_DTYPES
 from cakes.engine.prune import prune
@@ -32,8 +34,9 @@ from cakes.engine.views import evaluation_views, given_test_flags
 from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix
-from cakes.models.description import input_size
-from cakes.models.flags import FLAGS as NETWORK_FLAGS, fill_network_flags, not_given
+from cakes.models.finetune import check_supernet
+
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')  # your conv_configs
 
 
 def build_parser():
@@ -119,29 +122,30 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    """The command line, with the network flags that are not given filled from the description of the
-    checkpoint the run starts from, else with their defaults. Returns (args, Source)."""
-    parser = build_parser()
-    args = parser.parse_args(argv, argparse.Namespace(**not_given(), dropout=None, input_size=None))
-    check_combinations(args)
-    path = args.prune_model_path if args.prune else (args.finetune or args.resume)
+def parse_settings(argv=None):
+    """The run's settings, built once and then only read: the flags, where those of the network left out take the
+    values of the description of the checkpoint the run starts from (else their defaults), checked. Returns
+    (Settings, the widths of its conv_config, Source: that checkpoint, loaded once)."""
+    flags, given = parse_flags(build_parser, argv)
+    check_combinations(flags)
+    path = flags.prune_model_path if flags.prune else (flags.finetune or flags.resume)
     checkpoint = load_checkpoint(path) if path else None
     description = read_description(checkpoint) if checkpoint is not None else None
-    if args.prune and description is not None and not description['search']:
+    if flags.prune and description is not None and not description['search']:
         raise UsageError(f"'{path}' holds a network trained without --search (op code {description['op_code']}): "
                          '--prune reads the checkpoint of a --search supernet')
-    filled = fill_network_flags(args, {flag: parser.get_default(flag) for flag in NETWORK_FLAGS}, description)
-    if args.dropout is None:  # the checkpoint's own (its classifier layout depends on it), else the default
-        args.dropout = parser.get_default('dropout') if description is None else description['dropout']
-    if args.input_size is None:  # the size the checkpoint's network was trained at
-        args.input_size = input_size(description)
-    return args, Source(path, checkpoint, description, filled)
+    if flags.finetune and not flags.prune:
+        check_supernet(checkpoint, description, path)
+    configs = read_user_configs(CONFIG_FILE) if flags.conv_config else None  # only a run that names a config reads it
+    settings, filled = described_settings(flags, given, description, configs)
+    check_args(settings)
+    settings, notes = for_this_run(settings, given)
+    conv_config = resolve_conv_config(settings.conv_config, configs)
+    return settings, conv_config, Source(path, checkpoint, description, filled, tuple(notes))
 
 
 def check_args(args):
-    """Refuse flag combinations that cannot mean what the user wants."""
-    check_combinations(args)
+    """The combinations that depend on the network flags, once they are known (filled from a checkpoint)."""
     spec = ops.op_spec(args.op_code)
     if spec.family == 'dropout' and not args.search:
         raise UsageError(f"--op_code {args.op_code} is a dropout supernet: add --search")
@@ -160,7 +164,8 @@ def check_args(args):
 
 
 def check_combinations(args):
-    """The checks that do not depend on the network flags: parse_args makes them before it reads a checkpoint."""
+    """Refuse flag combinations that cannot mean what the user wants: those that do not depend on the network
+    flags, checked before a checkpoint is read (the others: check_args)."""
     if args.prune and not args.prune_model_path:
         raise UsageError('--prune needs --prune_model_path CKPT, the supernet checkpoint to prune')
     if args.finetune and args.resume:
@@ -192,14 +197,11 @@ def check_combinations(args):
 
 
 def main(argv=None):
-    args, source = parse_args(argv)
-    check_args(args)
-    # Filled from a description: the widths themselves.
-    conv_config = args.conv_config if isinstance(args.conv_config, list) else resolve_conv_config(args.conv_config)
+    settings, conv_config, source = parse_settings(argv)
     with distributed.session():
-        if args.prune:
-            return prune(args, source) if distributed.is_main() else None
-        return run(args, conv_config, source)
+        if settings.prune:
+            return prune(settings, source) if distributed.is_main() else None
+        return run(settings, conv_config, source)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ be read is named in one line on stderr, the others are still predicted, and the 
 """
 import argparse
 import json
+import os
 import sys
 
 from cakes.runtime import tune_process
@@ -19,14 +20,16 @@ tune_process()  # before torch loads OpenMP and allocates
 import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
+from cakes.cli.model_flags import add_model_flags, load_network  # noqa: E402
+from cakes.conv_config import read_user_configs  # noqa: E402
 from cakes.data import Views, add_view_flags  # noqa: E402
 from cakes.data.inputs import InputError, load_views  # noqa: E402
 from cakes.engine.views import average_views, view_logits  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models.inference import fold_batchnorm  # noqa: E402
-from cakes.models.loading import add_model_flags, load_network  # noqa: E402
 
 TOP = 5
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')  # your conv_configs
 
 
 def build_parser():
@@ -68,13 +71,14 @@ def main(argv=None):
     views = Views.from_args(args)
     if args.batch_size < 1:
         raise UsageError(f'-b {args.batch_size}: the number of views per forward must be at least 1')
-    model, description = load_network(args)
+    configs = read_user_configs(CONFIG_FILE) if args.conv_config else None
+    model, description, input_size = load_network(args, configs)
     # the fastest CPU form: BN folded, channels_last_3d, each CAKES op by its plan (cakes.ops.plans)
     model = fold_batchnorm(model).use_channels_last()
     failed = 0
     for path in args.paths:
         try:
-            clips = load_views(path, views, description['num_segments'], args.input_size)
+            clips = load_views(path, views, description['num_segments'], input_size)
         except InputError as e:
             print(f'error: {e}', file=sys.stderr, flush=True)
             failed += 1

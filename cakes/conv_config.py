@@ -1,47 +1,44 @@
-"""`--conv_config`: a released config's key, a key of `conv_configs` in the clone's config.py, or the path of a
-conv_config.txt written by --prune."""
+"""`--conv_config`: a released config's name, a name of your own conv_configs, the path of a conv_config.txt
+written by --prune, or the widths themselves. Your conv_configs live in config.py at the top of the clone: main.py
+and the scripts read it and pass its dict in (the library never looks for it)."""
 import ast
-import functools
 import importlib.util
 import os
 
 from .configs import RELEASED
 from .errors import UsageError
 
-# The user's config.py at the top of the clone the package runs from (editable install, or main.py in the clone,
-# which puts the clone first on sys.path). An installed copy (site-packages) has no clone beside it: a
-# pyproject.toml marks the clone, so that another project's top-level config.py there is never read.
-CLONE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILE = os.path.join(CLONE, 'config.py')
 
-
-def user_config_file():
-    """config.py of the clone, or None (an installed package, or a clone without one)."""
-    in_clone = os.path.isfile(os.path.join(CLONE, 'pyproject.toml'))
-    return CONFIG_FILE if in_clone and os.path.isfile(CONFIG_FILE) else None
-
-
-@functools.lru_cache(maxsize=None)
-def conv_configs():
-    """The six released configs (cakes.configs) with the `conv_configs` of the clone's config.py over them (its
-    keys add to or replace the released ones)."""
-    path = user_config_file()
-    if path is None:
-        return dict(RELEASED)
+def read_user_configs(path):
+    """The `conv_configs` dict of the config.py at `path` ({} when there is no such file)."""
+    if not os.path.isfile(path):
+        return {}
     spec = importlib.util.spec_from_file_location('cakes_user_config', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     user = getattr(module, 'conv_configs', None)
     if not isinstance(user, dict):
         raise UsageError(f"'{path}' must define conv_configs as a dict of name -> list of block dicts")
-    return {**RELEASED, **user}
+    return user
 
 
-def resolve_conv_config(value):
-    """'' -> None; a known key -> its list; an existing file -> the list it holds as a Python literal."""
-    if not value:
+def conv_configs(user=None):
+    """The six released configs (cakes.configs) with `user` (your conv_configs) over them: its names add to or
+    replace the released ones."""
+    return {**RELEASED, **(user or {})}
+
+
+def resolve_conv_config(value, user=None):
+    """'' or None -> None; widths (a list of {kind: width}) -> themselves; a name of the released configs or of
+    `user` -> its widths; an existing file -> the list it holds as a Python literal."""
+    if value is None or value == '':
         return None
-    known = conv_configs()
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise UsageError(f'conv_config {value!r}: give a config name, a conv_config.txt or a list of '
+                         '{kind: width} dicts')
+    known = conv_configs(user)
     if value in known:
         return known[value]
     if os.path.isfile(value):

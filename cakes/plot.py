@@ -9,7 +9,7 @@ import torch
 from cakes.complexity import count_flops, count_params
 from cakes.files import write_atomic
 from cakes.errors import UsageError
-from cakes.models import DEPTHS, TemporalModel, block_widths
+from cakes.models import DEPTHS, block_widths, create_model
 from cakes.ops import CAKES_OPS, op_spec
 
 # kind -> (legend name, colour); stacked bottom to top in this order.
@@ -39,7 +39,8 @@ def describe_config(name, config, num_segments=8, input_size=224, num_class=174)
     """What a panel shows: the config and the parameters and FLOPs of its network (counted on meta)."""
     op_code, arch = config_op_code(config), config_arch(config)
     with torch.device('meta'):
-        model = TemporalModel(num_class, num_segments, op_code=op_code, conv_config=config, backbone=arch)
+        model = create_model(op_code=op_code, conv_config=config, num_class=num_class, num_segments=num_segments,
+                             arch=arch)
     return {'name': name, 'config': config, 'arch': arch, 'op_code': op_code, 'params': count_params(model),
             'flops': count_flops(model, num_segments, input_size), 'num_segments': num_segments,
             'input_size': input_size}

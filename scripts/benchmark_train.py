@@ -10,6 +10,7 @@ the rest: the copy to the device, normalisation, forward, backward and the optim
 CUDA). The first --warmup steps (worker start-up, first-call allocations) are not timed.
 """
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -31,14 +32,15 @@ from cakes import data  # noqa: E402
 import main as training  # noqa: E402
 from cakes.data.synthetic import make_synthetic_data  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
+from cakes.engine.distributed import unwrap  # noqa: E402
 from cakes.engine.loaders import make_loader  # noqa: E402
 from cakes.engine.log import RunLog  # noqa: E402
-from cakes.engine.loop import Run, forward_loss, to_device, unwrap, update  # noqa: E402
+from cakes.engine.loop import Run, forward_loss, to_device, update  # noqa: E402
 from cakes.engine.precision import AMP_DTYPES, grad_scaler  # noqa: E402
-from cakes.engine.run import build_model, check_batch, place_model  # noqa: E402
+from cakes.engine.run import check_batch, place_model  # noqa: E402
 from cakes.engine.schedule import make_optimizer  # noqa: E402
+from cakes.models import create_model  # noqa: E402
 
 
 def parse_args(argv):
@@ -66,7 +68,8 @@ def parse_args(argv):
 
 
 def main_args(args, root, out):
-    """main.py's settings for this benchmark (its parser gives every default the training uses)."""
+    """main.py's settings for this benchmark (its parser gives every default the training uses) and the widths of
+    its conv_config."""
     argv = ['--root_path', root, '--checkpoint_dir', out, '--dataset', args.dataset, '--op_code', args.op_code,
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
             '-b', str(args.batch), '-j', str(args.workers), '--pretrained', 'none', '--warm', '0']
@@ -74,9 +77,9 @@ def main_args(args, root, out):
     argv += ['--search'] if args.search else []
     argv += ['--amp', args.amp] if args.amp else []
     argv += ['--channels_last' if args.channels_last else '--no_channels_last']  # main.py's CPU default is on
-    parsed = training.build_parser().parse_args(argv)
-    training.check_args(parsed)
-    return parsed
+    settings, conv_config, _ = training.parse_settings(argv)
+    # The workers asked for, even above the CPUs (main.py would use at most as many): the benchmark measures them.
+    return dataclasses.replace(settings, workers=args.workers), conv_config
 
 
 def batches(loader):
@@ -87,11 +90,12 @@ def batches(loader):
 
 
 def measure(args, root, out):
-    margs = main_args(args, root, out)
+    margs, conv_config = main_args(args, root, out)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     check_batch(margs.batch_size, gpus)
     num_class = data.num_classes(margs.dataset, root)
-    model = build_model(margs, num_class, resolve_conv_config(margs.conv_config))
+    model = create_model(op_code=margs.op_code, conv_config=conv_config, num_class=num_class,
+                         num_segments=margs.num_segments, arch=margs.arch, search=margs.search, dropout=margs.dropout)
     model, device = place_model(margs, model, gpus)
     optimizer = make_optimizer(unwrap(model), margs.lr, margs.momentum, margs.weight_decay)
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)

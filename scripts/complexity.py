@@ -6,16 +6,19 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
 from cakes import ops  # noqa: E402
 
-from cakes.models import TemporalModel  # noqa: E402
+from cakes.models import create_model  # noqa: E402
 from cakes.complexity import count_flops, count_params  # noqa: E402
-from cakes.conv_config import resolve_conv_config  # noqa: E402
+from cakes.conv_config import read_user_configs  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
+
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs
 
 
 def parse_args(argv):
@@ -33,11 +36,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    conv_config = resolve_conv_config(args.conv_config)
+    configs = read_user_configs(CONFIG_FILE) if args.conv_config else None
     # The meta device counts shapes without computing; a dropout supernet's channel choice needs values.
     with torch.device('cpu' if ops.op_spec(args.op_code).family == 'dropout' else 'meta'):
-        model = TemporalModel(args.num_class, args.num_segments, op_code=args.op_code, search=args.search,
-                              conv_config=conv_config, backbone=args.arch)
+        model = create_model(op_code=args.op_code, conv_config=args.conv_config, num_class=args.num_class,
+                             num_segments=args.num_segments, arch=args.arch, search=args.search, configs=configs)
     params, flops = count_params(model), count_flops(model, args.num_segments, args.input_size)
     if args.json:  # for programs: the JSON line alone
         print(json.dumps({'params': params, 'flops': flops}))

@@ -12,18 +12,21 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cakes import ops  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
+from cakes.cli.model_flags import add_model_flags, load_network  # noqa: E402
+from cakes.conv_config import read_user_configs  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models.export import export_onnx, onnx_session  # noqa: E402
-from cakes.models.loading import add_model_flags, load_network  # noqa: E402
 
 TOLERANCE = 1e-3  # relative to the largest logit
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs
 
 
 def parse_args(argv):
@@ -43,11 +46,12 @@ def largest_difference(model, path, clip):
 
 def main(argv=None):
     args = parse_args(argv)
-    model, description = load_network(args, names=False)
+    configs = read_user_configs(CONFIG_FILE) if args.conv_config else None
+    model, description, input_size = load_network(args, configs, names=False)
     if ops.op_spec(description['op_code']).family == 'dropout':
         raise UsageError(f"{args.resume} is a dropout supernet ({description['op_code']}), which picks its channels "
                          'from the BN scales as it runs: prune it (main.py --prune) and export the pruned network')
-    shape = (description['num_segments'] * 3, args.input_size, args.input_size)
+    shape = (description['num_segments'] * 3, input_size, input_size)
     torch.manual_seed(0)
     export_onnx(model, torch.randn(2, *shape), args.out)
     # The unfolded model: the check covers the folding as well as the export, on another batch size.

@@ -7,7 +7,6 @@ model flags (--op_code, --conv_config, ...: the same for every released run) and
 classes. Top-1 is over the videos in the scores file.
 """
 import argparse
-import copy
 import json
 import os
 import sys
@@ -19,15 +18,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
+from cakes.cli.model_flags import add_model_flags, model_description  # noqa: E402
 from cakes.complexity import count_flops, count_params  # noqa: E402
+from cakes.conv_config import read_user_configs  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from cakes.models import build_from_description  # noqa: E402
-from cakes.models.loading import add_model_flags, model_description  # noqa: E402
+from cakes.models import create_model  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402
 
 COMPLEXITY = os.path.join(ROOT, 'tests', 'data', 'complexity.json')
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs
 # The paper's SSV1 top-1 (center crop, 1 clip): (label, op_code, conv_config, frames, top-1).
 PUBLISHED = [('CAKES-C 1,2D', 'conv1_2d', 'CAKES12D_C', 8, 46.8), ('CAKES-P 2,3D', 'convst', 'CAKES23D_P', 8, 47.4),
              ('CAKES-P 1,2,3D', 'conv1_2_3d', 'CAKES123D_P', 8, 47.2),
@@ -59,15 +60,15 @@ def top1(scores_path):
     return 100.0 * float((scores.argmax(axis=1) == labels).mean()), len(labels)
 
 
-def run_point(scores_path, checkpoint_path, input_size=224, flags=None):
+def run_point(scores_path, checkpoint_path, input_size=224, flags=None, configs=None):
     """{'label', 'top1', 'videos', 'params', 'flops'} of an evaluated checkpoint; `flags` (the parsed model
-    flags) build a released checkpoint's network."""
+    flags) build a released checkpoint's network, `configs`: your conv_configs, for a --conv_config name."""
     accuracy, videos = top1(scores_path)
-    flags = copy.copy(flags) if flags is not None else parse_args(['--run', '', '', '--out', ''])
-    flags.resume = checkpoint_path  # each run fills the flags it leaves out from its own checkpoint
-    description = model_description(flags, load_checkpoint(checkpoint_path), names=False)
+    flags = flags if flags is not None else parse_args(['--run', '', '', '--out', ''])
+    # each run fills the flags it leaves out from its own checkpoint
+    description = model_description(flags, load_checkpoint(checkpoint_path), checkpoint_path, configs, names=False)
     with torch.device('meta'):
-        model = build_from_description(description)
+        model = create_model(**description)
     label = f"{os.path.basename(prune_output_prefix(checkpoint_path))} {description['num_segments']}f"
     return {'label': label, 'top1': accuracy, 'videos': videos, 'params': count_params(model),
             'flops': count_flops(model, description['num_segments'], input_size)}
@@ -106,7 +107,8 @@ def pareto_figure(runs, published):
 
 def main(argv=None):
     args = parse_args(argv)
-    runs = [run_point(scores, checkpoint, args.input_size, args) for scores, checkpoint in args.run]
+    configs = read_user_configs(CONFIG_FILE) if args.conv_config else None
+    runs = [run_point(scores, checkpoint, args.input_size, args, configs) for scores, checkpoint in args.run]
     for p in runs:
         print(f"{p['label']}: top-1 {p['top1']:.3f} over {p['videos']} videos, {p['params'] / 1e6:.2f} M params, "
               f"{p['flops'] / 1e9:.2f} GFLOPs")

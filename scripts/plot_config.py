@@ -10,10 +10,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import conv_configs, read_conv_config  # noqa: E402
+from cakes.conv_config import conv_configs, read_conv_config, read_user_configs  # noqa: E402
 from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
@@ -21,6 +22,8 @@ from cakes.models.flags import checkpoint_classes  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
 from cakes.ops.settling import CHECKPOINT_KEY, SettlingHistory  # noqa: E402
 from cakes.plot import describe_config, save_config_picture  # noqa: E402
+
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs
 
 
 def parse_args(argv):
@@ -36,17 +39,19 @@ def parse_args(argv):
 RELEASED_CLASSES = 174  # a config without a checkpoint: Something-Something V1's, as released
 
 
-def load_config(value):
+def load_config(value, known=None):
     """(name, config, frames or None, classes) of a CONFIG argument."""
-    return load_source(value)[:4]
+    return load_source(value, known)[:4]
 
 
-def load_source(value):
-    """(name, config, frames or None, classes, SettlingHistory or None) of a CONFIG argument."""
-    if value in conv_configs():
-        return value, conv_configs()[value], None, RELEASED_CLASSES, None
+def load_source(value, known=None):
+    """(name, config, frames or None, classes, SettlingHistory or None) of a CONFIG argument; `known`: the configs
+    by name (default the released)."""
+    known = conv_configs() if known is None else known
+    if value in known:
+        return value, known[value], None, RELEASED_CLASSES, None
     if not os.path.isfile(value):
-        raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(conv_configs())}) "
+        raise UsageError(f"'{value}' is neither a key of conv_configs in config.py ({', '.join(known)}) "
                          'nor a file (conv_config.txt or checkpoint)')
     if value.endswith('.txt'):
         return os.path.basename(value), read_conv_config(value), None, RELEASED_CLASSES, None
@@ -93,9 +98,10 @@ def state_config(state, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    known = conv_configs(read_user_configs(CONFIG_FILE))
     entries, histories = [], []
     for value in args.configs:
-        name, config, frames, classes, history = load_source(value)
+        name, config, frames, classes, history = load_source(value, known)
         entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size, classes))
         if history is not None:
             histories.append((name, history))

@@ -1,5 +1,6 @@
 """The six released configs ship inside the package: `--conv_config KEY` resolves in a plain (not editable)
-install from any directory, and the clone's config.py adds keys or overrides released ones."""
+install from any directory, and the clone's config.py (read by main.py and the scripts, never found by the library)
+adds keys or overrides released ones."""
 import json
 import os
 import shutil
@@ -23,37 +24,46 @@ def test_the_package_holds_the_six_released_configs():
 
 
 @pytest.fixture
-def clone(tmp_path, monkeypatch):
-    """conv_config reading a clone at tmp_path/clone whose config.py the test writes."""
+def clone(tmp_path):
+    """A clone at tmp_path/clone whose config.py the test writes."""
     root = tmp_path / 'clone'
     root.mkdir()
-    (root / 'pyproject.toml').write_text('[project]\nname = "cakes"\n')
-    monkeypatch.setattr(conv_config, 'CLONE', str(root))
-    monkeypatch.setattr(conv_config, 'CONFIG_FILE', str(root / 'config.py'))
-    conv_config.conv_configs.cache_clear()
-    yield root
-    conv_config.conv_configs.cache_clear()
+    return root
 
 
 def test_config_py_adds_keys_and_overrides_released_ones(clone):
     mine = [{'kxkxk': 64}] * 3
     (clone / 'config.py').write_text(f"conv_configs = {{'MINE': {mine!r}, 'CAKES12D_P': {mine!r}}}\n")
-    configs = conv_config.conv_configs()
+    user = conv_config.read_user_configs(str(clone / 'config.py'))
+    configs = conv_config.conv_configs(user)
     assert configs['MINE'] == mine and configs['CAKES12D_P'] == mine
-    assert conv_config.resolve_conv_config('CAKES123D_P') == RELEASED['CAKES123D_P']
+    assert conv_config.resolve_conv_config('CAKES123D_P', user) == RELEASED['CAKES123D_P']
+    assert conv_config.resolve_conv_config('MINE', user) == mine
     assert list(configs)[:6] == list(RELEASED)
 
 
 def test_without_config_py_the_released_configs_remain(clone):
-    assert conv_config.conv_configs() == RELEASED
+    user = conv_config.read_user_configs(str(clone / 'config.py'))
+    assert user == {} and conv_config.conv_configs(user) == RELEASED
     with pytest.raises(conv_config.UsageError, match="unknown --conv_config 'NOPE': use one of CAKES12D_P, "):
-        conv_config.resolve_conv_config('NOPE')
+        conv_config.resolve_conv_config('NOPE', user)
 
 
 def test_a_config_py_without_conv_configs_is_one_line(clone):
     (clone / 'config.py').write_text('configs = {}\n')
     with pytest.raises(conv_config.UsageError, match='must define conv_configs as a dict'):
-        conv_config.conv_configs()
+        conv_config.read_user_configs(str(clone / 'config.py'))
+
+
+def test_main_reads_the_config_py_beside_it(clone, monkeypatch):
+    """main.py passes the conv_configs of its own config.py in: a name there is a --conv_config."""
+    import main
+    mine = [dict(RELEASED['CAKES23D_P'][i]) for i in range(16)]
+    mine[0] = {'kxkxk': 60, '1xkxk': 4}
+    (clone / 'config.py').write_text(f"conv_configs = {{'MINE': {mine!r}}}\n")
+    monkeypatch.setattr(main, 'CONFIG_FILE', str(clone / 'config.py'))
+    _, widths, _ = main.parse_settings(['--checkpoint_dir', 'x', '--op_code', 'convst', '--conv_config', 'MINE'])
+    assert widths == mine
 
 
 def test_plain_install_resolves_released_keys_from_any_directory(tmp_path):

@@ -118,8 +118,18 @@ def test_a_released_checkpoint_resumes_as_released(data, straight, tmp_path, cap
 
 
 def test_changed_settings_are_named_on_resume(data, straight, tmp_path, capsys):
-    cli(data, tmp_path, '--epochs', '2', '--resume', checkpoint(straight), '--lr', '0.02', '--evaluate')
-    assert "=> settings differ from the checkpoint's run: lr 0.01 -> 0.02" in capsys.readouterr().out
+    cli(data, tmp_path, '--epochs', '2', '--resume', checkpoint(straight), '--lr', '0.02')
+    assert "=> settings differ from the checkpoint's run: lr 0.01 -> 0.02\n" in capsys.readouterr().out
+
+
+def test_an_evaluation_names_only_the_changed_settings_it_uses(data, straight, tmp_path, capsys):
+    """Training's settings (lr, its steps, warm-up, batch size) change nothing an evaluation does."""
+    training = ['--lr', '0.02', '--lr_steps', '1', '--warm', '1', '-b', '1']
+    cli(data, tmp_path, '--resume', checkpoint(straight), '--evaluate', *training)
+    printed = capsys.readouterr().out
+    assert 'Testing Results' in printed and 'settings differ' not in printed
+    cli(data, tmp_path, '--resume', checkpoint(straight), '--evaluate', *training, '--input_size', '32')
+    assert "=> settings differ from the checkpoint's run: input_size 48 -> 32\n" in capsys.readouterr().out
 
 
 def test_a_nan_loss_stops_with_one_line_and_leaves_the_checkpoint_intact(data, tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ from PIL import Image
 import main
 from conftest import RUN, TINY, run_main
 from conftest_scale import free_port
-from cakes.engine.run import build_model
+from cakes.models import create_model
 from cakes.data.lists import read_list
 from cakes.engine.class_report import class_accuracy, confusion_matrix
 from cakes.models.checkpoint import released_state
@@ -62,9 +62,8 @@ def test_class_accuracy_and_confusion():
 def checkpoint(tmp_path_factory):
     """A tiny released-layout checkpoint whose classifier is large enough that the classes are well apart (no
     near-ties for float noise to flip)."""
-    args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
     torch.manual_seed(0)
-    model = build_model(args, 174, None)
+    model = create_model(num_segments=2)
     torch.nn.init.normal_(model.new_fc.weight, 0, 0.1)
     path = str(tmp_path_factory.mktemp('ckpt') / 'model.pth.tar')
     torch.save({'epoch': 3, 'state_dict': released_state(model), 'best_prec1': 12.5}, path)
@@ -160,9 +159,9 @@ def test_test_flags_need_evaluate(data, checkpoint, tmp_path, capsys):
 
 
 def test_a_released_checkpoint_of_other_classes_than_the_dataset_is_one_line(data, tmp_path, capsys):
-    args = main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY])
     path = str(tmp_path / 'ten.pth.tar')
-    torch.save({'epoch': 1, 'state_dict': released_state(build_model(args, 10, None)), 'best_prec1': 0}, path)
+    torch.save({'epoch': 1, 'state_dict': released_state(create_model(num_class=10, num_segments=2)), 'best_prec1': 0},
+               path)
     with pytest.raises(SystemExit) as exit_info:
         run_main(data, tmp_path, '--evaluate', '--resume', path)
     err = capsys.readouterr().err

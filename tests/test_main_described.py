@@ -15,7 +15,8 @@ from cakes.cli import run_cli
 from cakes.engine.checkpoint import keep_copies
 from cakes.engine.run import channels_last
 from cakes.files import save_atomic
-from cakes.models.checkpoint import prune_output_prefix
+from cakes.models import create_model
+from cakes.models.checkpoint import model_state, prune_output_prefix
 
 # TINY without --num_segments: the runs below take it from the description (the search gives 2, not 8).
 AT = TINY.index('--num_segments')
@@ -64,6 +65,33 @@ def test_every_checkpoint_describes_its_network(data, pipeline):
     finetuned = load(pruned)['description']
     assert finetuned['op_code'] == 'convst' and finetuned['search'] is False
     assert finetuned['conv_config'] == widths and finetuned['num_segments'] == 2
+
+
+def test_create_model_rebuilds_the_network_of_each_checkpoint(pipeline):
+    _, supernet, pruned = pipeline
+    for path in (supernet, pruned):
+        checkpoint = load(path)
+        create_model(**checkpoint['description']).load_state_dict(model_state(checkpoint), strict=True)
+
+
+@pytest.mark.parametrize('described', [True, False], ids=['described', 'released'])
+def test_finetune_from_a_pruned_network_says_it_is_no_supernet(data, pipeline, tmp_path, capsys, described):
+    root, _, pruned = pipeline
+    flags = []
+    if not described:  # as released: the flags it was trained with name its network
+        checkpoint = load(pruned)
+        del checkpoint['description']
+        pruned = str(tmp_path / 'released.pth.tar')
+        torch.save(checkpoint, pruned)
+        flags = ['--op_code', 'convst', '--num_segments', '2', '--conv_config', str(root / 'conv_config.txt')]
+    with pytest.raises(SystemExit) as exit_info:
+        run(data, tmp_path / 'ft', '--finetune', pruned, *flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    network = 'op code convst with a conv_config' if described else 'no description'
+    assert exit_info.value.code == 2 and err == [
+        f"error: '{pruned}' holds a trained network ({network}), not a --search supernet: --finetune starts a pruned "
+        'network from the channels a supernet keeps; give the checkpoint of the --search run it was pruned from, or '
+        f'--resume {pruned} to continue training it']
 
 
 def test_prune_writes_the_config_beside_the_supernet_too(pipeline):

@@ -141,12 +141,17 @@ def test_a_foreign_state_dict_is_named_as_such(data, tmp_path, capsys):
 @pytest.mark.parametrize('workers, cpus, expected', [(16, 2, 2), (2, 2, 2), (0, 2, 0), (4, 3, 3)])
 def test_workers_are_capped_at_the_usable_cpus(monkeypatch, workers, cpus, expected):
     monkeypatch.setattr(loaders.os, 'sched_getaffinity', lambda pid: set(range(cpus)))
-    args = main.build_parser().parse_args(['--checkpoint_dir', 'x', '-j', str(workers)])
-    lines = []
-    loaders.cap_workers(args, lines.append)
-    assert args.workers == expected
-    assert lines == ([f'=> -j {workers}: this process may use {cpus} CPUs, loading with {cpus} workers']
-                     if workers > cpus else [])
+    settings, _, source = main.parse_settings(['--checkpoint_dir', 'x', '-j', str(workers)])
+    assert settings.workers == expected
+    assert list(source.notes) == ([f'=> -j {workers}: this process may use {cpus} CPUs, loading with {cpus} workers']
+                                  if workers > cpus else [])
+
+
+def test_the_default_workers_are_capped_without_a_word(monkeypatch):
+    """-j left out: its 16 is nobody's choice, so fewer CPUs are no news."""
+    monkeypatch.setattr(loaders.os, 'sched_getaffinity', lambda pid: {0, 1})
+    settings, _, source = main.parse_settings(['--checkpoint_dir', 'x'])
+    assert settings.workers == 2 and source.notes == ()
 
 
 def test_a_budget_out_of_reach_names_the_input_it_was_counted_at(supernet, capsys):

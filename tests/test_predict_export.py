@@ -20,9 +20,11 @@ from cakes.data.lists import read_categories
 from cakes.data.sources import decode_frame
 from cakes.errors import UsageError
 from cakes.models.checkpoint import released_state
-from cakes.models.description import build_from_description, describe
-from cakes.models.flags import FLAGS, RELEASED, checkpoint_classes
-from cakes.models.loading import load_network
+from cakes.cli.model_flags import load_network
+from cakes.cli.network import FLAGS
+from cakes.models import create_model
+from cakes.models.description import checkpoint_classes, describe
+from cakes.models.factory import defaults
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 SSV1 = 'something-something-v1'
@@ -35,7 +37,7 @@ def checkpoints(data, tmp_path_factory):
     names = read_categories(os.path.join(data, SSV1, 'category.txt'))
     description = describe('conv3d', False, None, 'resnet50', 2, 0.3, names)
     torch.manual_seed(0)
-    model = build_from_description(description)
+    model = create_model(**description)
     torch.nn.init.normal_(model.new_fc.weight, 0, 0.1)  # classes well apart
     folder = tmp_path_factory.mktemp('ckpt')
     state = {'epoch': 1, 'state_dict': released_state(model), 'best_prec1': 0.0}
@@ -97,7 +99,7 @@ def test_probabilities_are_softmax_of_the_mean_logits_or_with_the_flag_the_mean_
                                                                                               capsys):
     folder = val_folder(data)
     plain = predict_main(capsys, '--resume', checkpoints[0], '--json', '--test_crops', '3', folder)
-    model, _ = load_network(predict.build_parser().parse_args(['--resume', checkpoints[0], folder]))
+    model, _, _ = load_network(predict.build_parser().parse_args(['--resume', checkpoints[0], folder]))
     views = load_views(folder, Views(3), 2, 48)
     with torch.no_grad():
         logits = model(normalize_uint8(views))
@@ -198,7 +200,7 @@ def test_onnx_export_equals_pytorch_with_any_batch(checkpoints, tmp_path, capsys
     assert relative <= export.TOLERANCE
     session = onnxruntime.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     clips = torch.randn(3, 6, 32, 32)
-    model = build_from_description(torch.load(checkpoints[0], weights_only=True)['description'])
+    model = create_model(**torch.load(checkpoints[0], weights_only=True)['description'])
     model.load_state_dict({k[len('module.'):]: v for k, v in torch.load(checkpoints[0])['state_dict'].items()})
     with torch.no_grad():
         expected = model.eval()(clips).numpy()
@@ -224,7 +226,7 @@ def test_onnx_export_fails_when_the_graph_differs(checkpoints, tmp_path, capsys,
 def test_dropout_supernets_are_refused_with_what_to_do(tmp_path, capsys):
     description = describe('conv1_2_3d_dropout', True, None, 'resnet50', 2, 0.3, ['a', 'b'])
     path = tmp_path / 'supernet.pth.tar'
-    torch.save({'state_dict': build_from_description(description).state_dict(), 'description': description}, path)
+    torch.save({'state_dict': create_model(**description).state_dict(), 'description': description}, path)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(load_script('export_onnx').main, ['--resume', str(path), str(tmp_path / 'm.onnx')])
     assert exit_info.value.code == 2
@@ -266,5 +268,8 @@ def test_model_flags_that_agree_with_the_description_are_accepted(data, checkpoi
 
 
 def test_released_checkpoints_take_the_defaults_of_main():
-    """Without a description the tools fill the flags left out with main.py's defaults."""
-    assert RELEASED == {flag: main.build_parser().get_default(flag) for flag in FLAGS}
+    """Without a description the tools fill the flags left out with create_model's defaults: main.py's."""
+    parser = main.build_parser()
+    released = {flag: parser.get_default(flag) for flag in FLAGS + ('dropout',)}
+    released['conv_config'] = released['conv_config'] or None  # the flag's '' is no config
+    assert {flag: defaults()[flag] for flag in released} == released

@@ -12,7 +12,7 @@ import torch
 import main
 from conftest import PLAN_ENV, RUN, user_env, wait_for
 from conftest_scale import free_port, read_events
-from cakes.engine.run import build_model
+from cakes.models import create_model
 from cakes.data.synthetic import make_synthetic_data
 from cakes.cli import run_cli
 
@@ -78,8 +78,8 @@ def test_two_processes_train_and_only_rank_0_writes_in_the_released_format(searc
     assert (saved['epoch'], saved['iteration']) == (1, 0)
     assert all(key.startswith('module.base_model.') or key.startswith('module.new_fc.') for key in saved['state_dict'])
     # The same model as a single process would build: the released layout of a conv1_2_3d supernet.
-    reference = build_model(main.build_parser().parse_args(['--checkpoint_dir', 'x', *TINY, *SEARCH]), 174,
-                                 None)
+    settings, _, _ = main.parse_settings(['--checkpoint_dir', 'x', *TINY, *SEARCH])
+    reference = create_model(op_code=settings.op_code, num_segments=settings.num_segments, search=settings.search)
     assert [(k, v.shape) for k, v in saved['state_dict'].items()] == \
         [('module.' + k, v.shape) for k, v in reference.state_dict().items()]
     assert len(saved['rank_rng']) == 2 and saved['rng']['loader_seed'] == saved['rank_rng'][1]['loader_seed']

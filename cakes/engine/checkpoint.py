@@ -1,5 +1,6 @@
 """The checkpoints of a training run: where they go, what they hold (the released keys and, for an exact resume,
 the optimizer, the position in the epoch and the RNG states), resuming from them, and the copies kept."""
+import dataclasses
 import glob
 import os
 import time
@@ -9,10 +10,11 @@ from cakes.files import link_atomic, save_atomic
 from cakes.models import read_description
 from cakes.models.checkpoint import (layout_hint, load_checkpoint, load_weights, model_state, prune_output_prefix,
                                      released_state)
+from cakes.models.description import NETWORK
 from cakes.ops import plans
 
 from . import distributed
-from .loop import unwrap
+from .distributed import unwrap
 from .resume import rng_state
 from .views import TEST_FLAGS
 
@@ -23,18 +25,6 @@ def run_name(args):
 
 def checkpoint_path(args):
     return os.path.join(args.checkpoint_dir, 'checkpoint', run_name(args) + '_checkpoint.pth.tar')
-
-
-def auto_resume(args, log):
-    """--auto_resume: the run's own checkpoint when there is one, so that a requeued job continues."""
-    path = checkpoint_path(args)
-    if not os.path.isfile(path):
-        log(f"=> --auto_resume: no checkpoint '{path}' yet, starting fresh")
-        return
-    args.resume = path
-    if args.finetune:
-        log(f"=> --auto_resume: '{path}' continues a run that --finetune started; not initialising again")
-        args.finetune = ''
 
 
 def check_overwrite(args, description, layout):
@@ -65,11 +55,8 @@ def check_overwrite(args, description, layout):
                      f'--checkpoint_dir, continue that run with --resume {path}, or move it aside with --overwrite')
 
 
-NETWORK_FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class')
-
-
 def same_network(a, b):
-    return all(a.get(field) == b.get(field) for field in NETWORK_FIELDS)
+    return all(a.get(field) == b.get(field) for field in NETWORK)
 
 
 def network_name(description):
@@ -101,19 +88,33 @@ def move_run_aside(args):
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
                'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_channels_last',
                'no_tensorboard', 'overwrite', *TEST_FLAGS}
+# Settings that an evaluation does not use (training's own, and the name of the run's files): it does the same
+# whatever they are.
+UNUSED_BY_EVALUATION = {'lr', 'lr_steps', 'warm', 'momentum', 'weight_decay', 'clip_gradient', 'batch_size',
+                        'dropout', 'sparsity_regularization', 's', 'reweight', 'sync_bn', 'store_name'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Where training continues: the epoch, the batches of it already done, the best Prec@1 so far and the RNG
+    states to restore (one per process of the saved run; None: as the run starts them)."""
+    epoch: int = 0
+    iteration: int = 0
+    best_prec1: float = 0.0
+    rngs: list = None
 
 
 def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=()):
     """The released keys: weights (with or without `module.`), start epoch, best accuracy. A checkpoint of this
-    project also restores the optimizer (and the --amp fp16 gradient scaler); its position in the epoch and
-    RNG states go back to the caller.
+    project also restores the optimizer (and the --amp fp16 gradient scaler), and says where in the epoch it
+    stopped and the RNG states, which the caller restores when its loaders exist.
 
     `checkpoint`: args.resume already loaded; `filled`: the network flags taken from its description.
-    Returns (best_prec1, batches of the start epoch already done, RNG states per process or None).
+    Returns the Progress saved.
     """
     checkpoint = load_checkpoint(args.resume) if checkpoint is None else checkpoint
     load_weights(unwrap(model), model_state(checkpoint))
-    args.start_epoch = int(checkpoint.get('epoch', 0))
+    epoch = int(checkpoint.get('epoch', 0))
     iteration = int(checkpoint.get('iteration', 0))
     full = 'optimizer' in checkpoint
     if full:
@@ -126,19 +127,21 @@ def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=())
         scaler.load_state_dict(checkpoint['scaler'])
     if isinstance(checkpoint.get('plans'), dict):  # before the first forward: the run's own plans, bit-exact
         plans.load_plans(unwrap(model), checkpoint['plans'])
-    at = f'epoch {args.start_epoch}' + (f', iteration {iteration}' if iteration else '')
+    at = f'epoch {epoch}' + (f', iteration {iteration}' if iteration else '')
     log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
     rngs = checkpoint.get('rank_rng') or ([checkpoint['rng']] if 'rng' in checkpoint else None)
-    return float(checkpoint.get('best_prec1', 0)), iteration, rngs
+    return Progress(epoch, iteration, float(checkpoint.get('best_prec1', 0)), rngs)
 
 
 def log_changed_settings(saved, args, log, filled=()):
-    """Settings given differently from the checkpoint's run (those `filled` from its description are its own:
-    a conv_config filled as widths was a key or a file name there)."""
+    """Settings given differently from the checkpoint's run, those that matter to what this run does (not
+    training's own when it evaluates; those `filled` from its description are its own: a conv_config filled as
+    widths was a key or a file name there)."""
     if not isinstance(saved, dict):
         return
+    ignored = RUN_CONTROL | (UNUSED_BY_EVALUATION if args.evaluate else set()) | set(filled)
     changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in vars(args).items()
-               if k in saved and k not in RUN_CONTROL and k not in filled and saved[k] != v]
+               if k in saved and k not in ignored and saved[k] != v]
     if changed:
         log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
 

@@ -7,10 +7,16 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from ..errors import UsageError
 
 TORCHRUN_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+def unwrap(model):
+    """The network inside the wrapper that spreads it over devices (DistributedDataParallel, nn.DataParallel)."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
 def launched_by_torchrun():

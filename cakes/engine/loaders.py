@@ -54,10 +54,12 @@ def usable_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def cap_workers(args, log):
+def cap_workers(workers, given=True):
     """-j above the CPUs the process may use only adds processes that wait for a CPU (and DataLoader's warning):
-    use at most that many, and say so."""
+    use at most that many. Returns (the workers, the line that says so, or None: also when -j was not given,
+    its default being nobody's choice)."""
     cpus = usable_cpus()
-    if args.workers > cpus:
-        log(f'=> -j {args.workers}: this process may use {cpus} CPUs, loading with {cpus} workers')
-        args.workers = cpus
+    if workers <= cpus:
+        return workers, None
+    return cpus, (f'=> -j {workers}: this process may use {cpus} CPUs, loading with {cpus} workers' if given else
+                  None)

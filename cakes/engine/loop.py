@@ -8,21 +8,18 @@ from torch import nn
 
 from cakes import ops
 from cakes.data import normalize_uint8
-from cakes.models.budget import num_classes
+from cakes.models import num_classes
 from cakes.plot import config_figure, describe_config
 
 from . import distributed
 from .board import Board, named_cakes_ops
+from .distributed import unwrap
 from ..errors import UsageError
 from .log import RunLog
 from .meters import AverageMeter, correct_tensors, read_once
 from .precision import autocast
 from .preempt import StopRequest
 from .schedule import apply_schedule
-
-
-def unwrap(model):
-    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
 @dataclasses.dataclass

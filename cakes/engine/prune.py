@@ -4,20 +4,20 @@ import os
 
 from cakes import ops
 from cakes.files import free_backup_name, write_text_atomic
+from cakes.models import create_model
 from cakes.models.budget import prune_video_to_budget
 from cakes.models.checkpoint import load_weights, model_state, prune_output_prefix
-from cakes.models.flags import checkpoint_classes
+from cakes.models.description import checkpoint_classes
 from cakes.plot import describe_config, save_config_picture
-
-from .run import build_model
 
 
 def prune(args, source):
     """Load the supernet, print its pruned conv_config and write it to ./conv_config.txt and beside the
-    supernet checkpoint."""
+    supernet checkpoint. `args`: the run's Settings; `source`: the supernet's checkpoint (cakes.engine.run)."""
     state = model_state(source.take(args.prune_model_path))
     classes = checkpoint_classes(state, args.prune_model_path)
-    model = build_model(args, classes, None, dropout=args.dropout if 'new_fc.weight' in state else 0)
+    model = create_model(op_code=args.op_code, num_class=classes, num_segments=args.num_segments, arch=args.arch,
+                         search=args.search, dropout=args.dropout if 'new_fc.weight' in state else 0)
     load_weights(model, state)
     config = (ops.prune_config(model.cakes_ops(), multiple=args.width_multiple) if args.target_gflops is None else
               prune_to_gflops(args, model))

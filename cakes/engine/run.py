@@ -9,18 +9,19 @@ from torch import nn
 from cakes import data
 from cakes import ops
 from cakes.errors import UsageError
-from cakes.models import TemporalModel, describe
+from cakes.models import create_model, describe
 from cakes.models.checkpoint import load_checkpoint, model_state
+from cakes.models.description import check_classes as check_class_count, checkpoint_classes
 from cakes.models.finetune import init_from_supernet
-from cakes.models.flags import check_classes as check_class_count, checkpoint_classes
 
 from . import distributed
 from .board import Board
-from .checkpoint import auto_resume, check_overwrite, keep_copies, resume, run_name, save
+from .checkpoint import Progress, check_overwrite, keep_copies, resume, run_name, save
 from .class_report import finish_evaluation
-from .loaders import cap_workers, make_loader
+from .distributed import unwrap
+from .loaders import make_loader
 from .log import RunLog
-from .loop import Run, log_search, log_search_picture, train_epoch, unwrap, validate
+from .loop import Run, log_search, log_search_picture, train_epoch, validate
 from .precision import amp_dtype, grad_scaler
 from .preempt import StopRequest
 from .resume import restore_process_rng, seed_process
@@ -31,11 +32,13 @@ from .views import ViewScorer, evaluation_views
 @dataclasses.dataclass
 class Source:
     """The checkpoint that --resume, --prune_model_path (with --prune) or --finetune names, loaded once, its
-    description (None: a released checkpoint) and the network flags filled from it."""
+    description (None: a released checkpoint) and the network flags filled from it; and the lines that say what
+    building the settings decided for this run (--auto_resume's checkpoint, -j), for the run's log."""
     path: str = ''
     checkpoint: dict = None
     description: dict = None
     filled: set = frozenset()
+    notes: tuple = ()
 
     def take(self, path):
         """The checkpoint at `path`: the one loaded here, handed over once (it may be large), else loaded."""
@@ -65,16 +68,10 @@ def idle_gpus_note(batch_size, gpus):
             f'clips, so {gpus - shares} GPU(s) stay idle; a multiple of {gpus} uses them all')
 
 
-def build_model(args, num_class, conv_config, dropout=None, pretrained=None):
-    return TemporalModel(num_class, args.num_segments, op_code=args.op_code, search=args.search,
-                         conv_config=conv_config, backbone=args.arch,
-                         dropout=args.dropout if dropout is None else dropout, pretrained=pretrained)
-
-
-def layout(args, num_class, conv_config):
-    """{key: shape} of the network's state_dict, built on the meta device (no memory, no computing)."""
+def layout(description):
+    """{key: shape} of the described network's state_dict, built on the meta device (no memory, no computing)."""
     with torch.device('meta'):
-        return {k: tuple(v.shape) for k, v in build_model(args, num_class, conv_config).state_dict().items()}
+        return {k: tuple(v.shape) for k, v in create_model(**description).state_dict().items()}
 
 
 def pretrained_source(args):
@@ -97,6 +94,7 @@ def check_classes(source, class_names, args):
 
 
 def run(args, conv_config, source=None):
+    """`args`: the run's Settings (cakes.settings), read only; `conv_config`: the widths of its --conv_config."""
     source = source or Source()
     if distributed.active():
         check_batch(args.batch_size, 0)
@@ -111,20 +109,17 @@ def run(args, conv_config, source=None):
     log = RunLog(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '.csv') if main_process else None,
                  console=main_process)
     note = None if distributed.active() else idle_gpus_note(batch_size, gpus)
-    if note:
-        log(note)
-    if args.auto_resume:
-        auto_resume(args, log)
+    for line in ([note] if note else []) + list(source.notes):
+        log(line)
     class_names = data.class_names(args.dataset, args.root_path, **data.dataset_options(args))
     check_classes(source, class_names, args)
     description = describe(args.op_code, args.search, conv_config, args.arch, args.num_segments, args.dropout,
                            class_names, args.input_size)
-    moved = None if args.evaluate else check_overwrite(args, description, layout(args, len(class_names), conv_config))
+    moved = None if args.evaluate else check_overwrite(args, description, layout(description))
     if moved:
         log(moved)
-    cap_workers(args, log)
     with distributed.local_rank0_first():  # one ImageNet download per machine, the others read the cache
-        model = build_model(args, len(class_names), conv_config, pretrained=pretrained_source(args))
+        model = create_model(**description, pretrained=pretrained_source(args))
     if args.finetune:
         init_from_supernet(model, model_state(source.take(args.finetune)))
         log(f"=> initialised from the kept channels of supernet '{args.finetune}'")
@@ -132,23 +127,23 @@ def run(args, conv_config, source=None):
     model, device = place_model(args, model, gpus)
     optimizer = make_optimizer(unwrap(model), args.lr, args.momentum, args.weight_decay)
     scaler = grad_scaler(device, args.amp)
-    best_prec1, start_iteration, rngs = (resume(args, model, optimizer, log, scaler, source.take(args.resume),
-                                                source.filled if source.path == args.resume else ())
-                                         if args.resume else (0.0, 0, None))
+    progress = (resume(args, model, optimizer, log, scaler, source.take(args.resume),
+                       source.filled if source.path == args.resume else ())
+                if args.resume else Progress(epoch=args.start_epoch))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
     views = evaluation_views(args)
     val_loader = make_loader(args, 'val', batch_size, views)
     if args.evaluate:
-        evaluate(args, loop, val_loader, best_prec1, views, batch_size)
+        evaluate(args, loop, val_loader, progress.best_prec1, views, batch_size)
         return
 
     train_loader = make_loader(args, 'train', batch_size)
-    if rngs is not None:  # last: building the model and the loaders drew from them
-        restore_process_rng(rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
-    loop.board = make_board(args, len(train_loader), start_iteration)
+    if progress.rngs is not None:  # last: building the model and the loaders drew from them
+        restore_process_rng(progress.rngs, train_loader.sampler, distributed.rank(), distributed.world_size())
+    loop.board = make_board(args, len(train_loader), progress)
     try:
-        train(loop, (train_loader, val_loader), best_prec1, start_iteration, description)
+        train(loop, (train_loader, val_loader), progress, description)
     finally:
         loop.board.close()
 
@@ -195,13 +190,13 @@ def channels_last(args):
     return not torch.cuda.is_available()
 
 
-def make_board(args, iters, start_iteration):
+def make_board(args, iters, progress):
     """TensorBoard events under CHECKPOINT_DIR/log/RUN_tb/ from rank 0; a resumed run purges the points that
-    the interrupted one wrote past where it continues."""
+    the interrupted one wrote past where it continues (`progress`)."""
     if args.no_tensorboard or not distributed.is_main():
         return Board()
     return Board(os.path.join(args.checkpoint_dir, 'log', run_name(args) + '_tb'),
-                 purge_step=args.start_epoch * iters + start_iteration)
+                 purge_step=progress.epoch * iters + progress.iteration)
 
 
 def stop_run(stop, log, path, epoch, iteration):
@@ -212,11 +207,12 @@ def stop_run(stop, log, path, epoch, iteration):
     raise SystemExit(stop.exit_status)
 
 
-def train(run, loaders, best_prec1, start_iteration, description=None):
-    """The epochs from args.start_epoch. On SIGTERM/SIGINT (to any process): finish the iteration (or abandon
+def train(run, loaders, progress, description=None):
+    """The epochs from where `progress` says. On SIGTERM/SIGINT (to any process): finish the iteration (or abandon
     validation, which a resumed run repeats), save where training is, exit 128 + signal. Every checkpoint
     holds `description`."""
     args = run.args
+    best_prec1, start_iteration = progress.best_prec1, progress.iteration
     train_loader, val_loader = loaders
     sampler = train_loader.sampler
     iters = len(train_loader)
@@ -229,7 +225,7 @@ def train(run, loaders, best_prec1, start_iteration, description=None):
     # agree_max: the stop agreement is read with the step's other numbers, one wait for the GPU.
     with StopRequest(distributed.agree_max if distributed.active() else None).installed() as stop:
         run.stop = stop
-        for epoch in range(args.start_epoch, args.epochs):
+        for epoch in range(progress.epoch, args.epochs):
             done = train_epoch(run, train_loader, epoch, start_iteration)
             start_iteration = 0
             if stop.poll():

@@ -6,12 +6,8 @@ from cakes.complexity import count_flops
 from cakes.ops import pruned_op_code
 from cakes.ops.search import channel_costs, prune_to_budget
 
-from .temporal import TemporalModel
-
-
-def num_classes(model):
-    classifier = model.new_fc if hasattr(model, 'new_fc') else model.base_model.fc
-    return classifier.out_features
+from .factory import create_model
+from .temporal import num_classes
 
 
 def clip(num_segments, input_size, device='meta'):
@@ -21,7 +17,8 @@ def clip(num_segments, input_size, device='meta'):
 def video_costs(op_code, arch, num_segments, input_size=224):
     """{kind: FLOPs of one channel} per CAKES layer of the video network, from its CAKES supernet on meta."""
     with torch.device('meta'):
-        supernet = TemporalModel(2, num_segments, op_code=pruned_op_code(op_code), search=True, backbone=arch)
+        supernet = create_model(op_code=pruned_op_code(op_code), num_class=2, num_segments=num_segments, arch=arch,
+                                search=True)
     return channel_costs(supernet, clip(num_segments, input_size), supernet.cakes_ops())
 
 
@@ -29,8 +26,8 @@ def video_flops(op_code, arch, num_segments, input_size=224, num_class=174):
     """config -> FLOPs of the pruned TemporalModel (complexity counter, meta device)."""
     def flops(config):
         with torch.device('meta'):
-            model = TemporalModel(num_class, num_segments, op_code=pruned_op_code(op_code), conv_config=config,
-                                  backbone=arch)
+            model = create_model(op_code=pruned_op_code(op_code), conv_config=config, num_class=num_class,
+                                 num_segments=num_segments, arch=arch)
         return count_flops(model, num_segments, input_size)
     return flops
 

@@ -117,19 +117,19 @@ def _op_hint(state, own):
     kinds = tuple(kind for kind in KINDS if any(kind in b for b in blocks.values()))
     names = '/'.join(VIDEO_KIND_NAMES.get(kind, kind) for kind in kinds)
     op_code = cakes_op_code(kinds) or '?'
-    if all(len(b) == len(kinds) and len(set(b.values())) == 1 for b in blocks.values()) and _is_supernet(state):
+    if all(len(b) == len(kinds) and len(set(b.values())) == 1 for b in blocks.values()) and is_supernet(state):
         return f'its CAKES branches are {names}: a --search supernet of --op_code {op_code}'
     hint = f'its CAKES branches are {names} (--op_code {op_code})'
     theirs, ours = blocks, cakes_widths(own)
     differing = next((b for b in theirs if b in ours and theirs[b] != ours[b]), None)
     if differing:
-        fix = 'drop --search and give' if _is_supernet(own) else 'give'
+        fix = 'drop --search and give' if is_supernet(own) else 'give'
         hint += (f'; block {differing} has widths {theirs[differing]} in the checkpoint but {ours[differing]} in '
                  f'the model: {fix} the --conv_config it was trained with')
     return hint
 
 
-def _is_supernet(state):
+def is_supernet(state):
     """A sparsity supernet's conv3 reads all n*C branch channels, n times its conv1 width."""
     conv1 = next((v for k, v in state.items() if k.endswith('layer1.0.conv1.weight')), None)
     conv3 = next((v for k, v in state.items() if k.endswith('layer1.0.conv3.weight')), None)

@@ -7,8 +7,13 @@ was trained at (descriptions written before it was kept have none: 224, the rele
 """
 from cakes.errors import UsageError
 
+from .checkpoint import check_own_layout
+
 KEY = 'description'  # where a checkpoint keeps it
-FIELDS = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class', 'class_names')
+# What a network is built from (create_model's arguments): two networks with equal values have one layout.
+NETWORK = ('op_code', 'search', 'conv_config', 'arch', 'num_segments', 'dropout', 'num_class')
+FIELDS = NETWORK + ('class_names',)  # what every description holds
+DESCRIBED_ONLY = ('class_names', 'input_size')  # the fields that build nothing
 
 
 RELEASED_INPUT_SIZE = 224
@@ -50,9 +55,23 @@ def read_description(checkpoint):
     return description
 
 
-def build_from_description(description, pretrained=None):
-    """The TemporalModel a description names (random weights: load the checkpoint's state_dict into it)."""
-    from .temporal import TemporalModel
-    return TemporalModel(description['num_class'], description['num_segments'], op_code=description['op_code'],
-                         search=description['search'], conv_config=description['conv_config'],
-                         backbone=description['arch'], dropout=description['dropout'], pretrained=pretrained)
+CLASSIFIERS = ('new_fc.weight', 'base_model.fc.weight')  # --dropout > 0, --dropout 0
+
+
+def checkpoint_classes(state, source):
+    """How many classes the classifier of a state_dict (`module.` keys or not) predicts: the number of classes
+    of a network built from a released checkpoint, which does not say it otherwise."""
+    for key in CLASSIFIERS:
+        for name in (key, 'module.' + key):
+            if name in state and getattr(state[name], 'dim', lambda: 0)() == 2:
+                return int(state[name].shape[0])
+    check_own_layout(state, f"'{source}'")
+    raise UsageError(f"'{source}' has no classifier weights (new_fc.weight or base_model.fc.weight): not a "
+                     'checkpoint of this model')
+
+
+def check_classes(classes, names, source, names_source, fix='give the category.txt of the dataset it was trained on'):
+    """A network of `classes` classes is named by the lines of `names_source` (a category.txt)."""
+    if classes != len(names):
+        raise UsageError(f"'{source}' holds a network for {classes} classes but {names_source} lists {len(names)}: "
+                         + fix)

@@ -4,9 +4,28 @@ from cakes.ops.kernels import kind_of_size
 from cakes.ops.search import kept_indices
 from cakes.errors import UsageError
 
-from .checkpoint import load_weights
+from .checkpoint import check_own_layout, is_supernet, load_weights, model_state
 
 BN_ENTRIES = ('weight', 'bias', 'running_mean', 'running_var')
+
+
+def check_supernet(checkpoint, description, path):
+    """--finetune reads a --search supernet (its description says so, else its layout: a dropout supernet's ops
+    keep a BN of their own, a sparsity supernet's conv3 reads all its branches' channels); a pruned or plain
+    network has no channels to choose from."""
+    if description is not None:
+        if description['search']:
+            return
+        network = f"op code {description['op_code']}" + (' with a conv_config' if description['conv_config'] else '')
+    else:
+        state = model_state(checkpoint)
+        check_own_layout(state, f"'{path}'")
+        if any('.convT.norm.' in k for k in state) or is_supernet(state):
+            return
+        network = 'no description'
+    raise UsageError(f"'{path}' holds a trained network ({network}), not a --search supernet: --finetune starts a "
+                     'pruned network from the channels a supernet keeps; give the checkpoint of the --search run '
+                     f'it was pruned from, or --resume {path} to continue training it')
 
 
 def init_from_supernet(model, supernet_state):

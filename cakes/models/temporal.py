@@ -8,6 +8,12 @@ from .imagenet import load_imagenet
 from .resnet3d import DEPTHS, ResNet3D, block_widths
 
 
+def num_classes(model):
+    """The classes a TemporalModel predicts: its classifier's outputs."""
+    classifier = model.new_fc if hasattr(model, 'new_fc') else model.base_model.fc
+    return classifier.out_features
+
+
 def new_classifier(in_features, num_class):
     fc = nn.Linear(in_features, num_class)
     nn.init.normal_(fc.weight, 0, 0.001)

@@ -1,20 +1,21 @@
 """The trained network of a checkpoint, for tools that only run it (predict.py, scripts/export_onnx.py,
 scripts/pareto.py): from the checkpoint's description, or for released checkpoints (no description) from main.py's
 model flags, with as many classes as the checkpoint's classifier (named by --category where names are printed).
-The flags are reconciled with a description as main.py does."""
+The flags are read against a description as main.py reads them (cakes.cli.network)."""
 from cakes.conv_config import resolve_conv_config
 from cakes.data.lists import read_categories
 from cakes.errors import UsageError
+from cakes.models import create_model
+from cakes.models.checkpoint import load_checkpoint, load_weights, model_state
+from cakes.models.description import check_classes, checkpoint_classes, describe, input_size, read_description
+from cakes.models.factory import defaults
 
-from .checkpoint import load_checkpoint, load_weights, model_state
-from .description import build_from_description, describe, input_size, read_description
-from .flags import RELEASED, check_classes, checkpoint_classes, fill_network_flags
+from .network import FLAGS, network_flags
 
 
 def add_model_flags(parser, resume=True, names=True):
     """--resume and --input_size (`resume`), main.py's model flags and, for a tool that prints class names,
-    --category. A model flag left out stays None: model_description fills it as main.py does
-    (cakes.models.flags)."""
+    --category. A model flag left out is None: the description's value, else main.py's default."""
     if resume:
         parser.add_argument('--resume', required=True, metavar='CKPT', help='the trained network')
         parser.add_argument('--input_size', type=int, metavar='S', help="crop size (default: the size the network "
@@ -31,28 +32,34 @@ def add_model_flags(parser, resume=True, names=True):
     model.add_argument('--arch', choices=['resnet50', 'resnet101'])
     model.add_argument('--num_segments', type=int)
     model.add_argument('--search', action='store_true', default=None)
-    model.add_argument('--dropout', '--dp', type=float, default=0.3, help="a released checkpoint's (as main.py: "
+    model.add_argument('--dropout', '--dp', type=float, help="a released checkpoint's (default 0.3, main.py's; "
                        'a description has its own)')
 
 
-def model_description(args, checkpoint, names=True):
-    """The checkpoint's own description (model flags given must agree with it), or one made from the model flags,
-    the classifier's number of classes and (`names`: the tool prints them) the class names of --category."""
+def model_description(args, checkpoint, path, configs=None, names=True):
+    """The description of `checkpoint` (loaded from `path`), whose model flags given in `args` must agree with it;
+    for a released checkpoint one made from the model flags (main.py's defaults for those left out), the
+    classifier's number of classes and (`names`: the tool prints them) the class names of --category.
+    `configs`: your conv_configs, for a --conv_config name."""
     description = read_description(checkpoint)
-    fill_network_flags(args, RELEASED, description)
+    given = {flag: getattr(args, flag) for flag in FLAGS if getattr(args, flag) is not None}
+    values, _ = network_flags(given, description, configs)
     if description is not None:
         return description
-    classes = checkpoint_classes(model_state(checkpoint), args.resume)
+    classes = checkpoint_classes(model_state(checkpoint), path)
     category = getattr(args, 'category', '')
     if names and not category:
-        raise UsageError(f"'{args.resume}' does not describe its network (a released checkpoint): give --category "
+        raise UsageError(f"'{path}' does not describe its network (a released checkpoint): give --category "
                          f'category.txt to name its {classes} classes, and the model flags it was trained with '
                          '(--op_code, --conv_config, ...)')
     class_names = read_names(category) if category else None
     if class_names is not None:
-        check_classes(classes, class_names, args.resume, f'--category {category}')
-    return describe(args.op_code, args.search, resolve_conv_config(args.conv_config), args.arch, args.num_segments,
-                    args.dropout, class_names, num_class=classes)
+        check_classes(classes, class_names, path, f'--category {category}')
+    network = {**defaults(), **values}
+    if args.dropout is not None:
+        network['dropout'] = args.dropout
+    return describe(network['op_code'], network['search'], resolve_conv_config(network['conv_config'], configs),
+                    network['arch'], network['num_segments'], network['dropout'], class_names, num_class=classes)
 
 
 def read_names(category):
@@ -62,18 +69,17 @@ def read_names(category):
         raise UsageError(f'cannot read --category {category}: {e.strerror}') from None
 
 
-def load_network(args, names=True):
-    """(model in eval mode with the checkpoint's weights, its description; `names`: see model_description);
-    --input_size filled from it."""
+def load_network(args, configs=None, names=True):
+    """(model in eval mode with the checkpoint's weights, its description, the crop size: --input_size, else the
+    size it was trained at); `configs` and `names`: see model_description."""
     checkpoint = load_checkpoint(args.resume)
-    description = model_description(args, checkpoint, names)
-    if args.input_size is None:
-        args.input_size = input_size(description)
-    if args.input_size < 1:
-        raise UsageError(f'--input_size {args.input_size}: the crop size must be at least 1')
+    description = model_description(args, checkpoint, args.resume, configs, names)
+    size = input_size(description) if args.input_size is None else args.input_size
+    if size < 1:
+        raise UsageError(f'--input_size {size}: the crop size must be at least 1')
     try:
-        model = build_from_description(description)
-    except ValueError as e:
+        model = create_model(**description)
+    except UsageError as e:
         raise UsageError(f'cannot build the network of {args.resume}: {e}') from None
     load_weights(model, model_state(checkpoint))
-    return model.eval(), description
+    return model.eval(), description, size
