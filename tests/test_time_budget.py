@@ -42,8 +42,8 @@ def test_knapsack_is_optimal_with_whole_costs_and_bounded_otherwise():
 
 
 def test_the_frontier_keeps_only_options_nothing_beats():
-    costs = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0, 4.0])
-    values = torch.tensor([2.0, 1.0, 0.5, 3.0, 3.0, 4.0])
+    costs = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0, 4.0, 6.0])
+    values = torch.tensor([2.0, 1.0, 0.5, 3.0, 3.0, 4.0, 4.0])  # the last: as good as a cheaper one
     assert knapsack.frontier(costs, values).tolist() == [1, 3, 5]
 
 
