@@ -8,7 +8,8 @@ The table is keyed by the device, torch's version, the op shapes, dtype, memory 
 written to --table FILE (read from it when it exists), else to the cache folder ($CAKES_LATENCY_CACHE, default
 ~/.cache/cakes/latency), where later runs of the same key find it. --check_ops N measures N width mixes of each
 op shape as whole ops and prints them beside their predicted time; --plot draws time against width, one panel
-per op shape. The process is set up as main.py sets it up (cakes/runtime.py).
+per op shape. The process is set up as main.py sets it up (cakes/runtime.py; on CUDA cudnn.benchmark on, as a
+run without --seed).
 """
 import argparse
 import os
@@ -149,6 +150,7 @@ def plot(table, path):
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    torch.backends.cudnn.benchmark = device.type == 'cuda'  # as main.py runs a pruned network without --seed
     start = time.perf_counter()
     table, setting = video_table(args, device)
     key = table.key

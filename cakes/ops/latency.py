@@ -5,10 +5,10 @@ A table holds, for each distinct op shape of a network (input channels, input T 
 the op keeps), the time of one convolution of each kind to w of the C channels, for w on a grid fine enough to
 see the device's steps (`width_grid`), run as the network runs it: the convolution the op's plans run
 (cakes.ops.plans.run_conv) on the network's batch, in its memory format and dtype (autocast), as an eval forward
-(no gradients) or a train step (forward, then the gradients of input and weight). Beside them, per op shape,
-what an op spends around its convolutions (`OVERHEADS`), and once per network the rest of it, the part no config
-changes. The op's time for given widths is that of its fastest plan as cakes.ops.plans would choose it
-(`op_times`), the network's the rest plus its ops' (`predicted_time`).
+(no gradients) or a train step (forward, then the gradients of input and weight). Beside them, per op shape, the
+stacked plan's time and what an op spends around its convolutions (`overhead_steps`); once per network, the rest
+of it, the part no config changes. An op's time for given widths is that of the plan cakes.ops.plans would
+choose (cakes.ops.op_time), the network's the rest plus its ops' (`predicted_time`).
 """
 import contextlib
 import hashlib
@@ -102,9 +102,11 @@ def device_name(device):
 
 
 def torch_version(device):
-    """torch's version, and cuDNN's on CUDA (its kernels, so its steps, change with it)."""
+    """torch's version, and on CUDA cuDNN's and whether it benchmarks algorithms (the kernels, so the steps,
+    change with both)."""
     if device.type == 'cuda' and torch.backends.cudnn.is_available():
-        return f'{torch.__version__} (cudnn {torch.backends.cudnn.version()})'
+        benchmark = ', benchmark' if torch.backends.cudnn.benchmark else ''
+        return f'{torch.__version__} (cudnn {torch.backends.cudnn.version()}{benchmark})'
     return torch.__version__
 
 
@@ -125,13 +127,15 @@ def op_shapes(model, example_input):
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    shapes = []
-    for op in ops:
-        conv = op.convs[0][0]
-        width = op.width if isinstance(op, DropoutSupernetOp) else op.out_channels // (len(op.kinds) if op.search
-                                                                                         else 1)
-        shapes.append(OpShape(conv.in_channels, inputs[op], tuple(conv.stride), width, tuple(op.kinds), op.k))
-    return shapes
+    return [OpShape(op.convs[0][0].in_channels, inputs[op], tuple(op.convs[0][0].stride), kept_width(op),
+                    tuple(op.kinds), op.k) for op in ops]
+
+
+def kept_width(op):
+    """C: the channels an op keeps (a supernet's n branches have C each)."""
+    if isinstance(op, DropoutSupernetOp):
+        return op.width
+    return op.out_channels // len(op.kinds) if op.search else op.out_channels
 
 
 def width_grid(width):
@@ -172,6 +176,7 @@ def time_steps(steps, device, repeats):
 
 
 def in_setting(step, setting):
+    """`step` run in the setting's context (gradients, autocast)."""
     def run():
         with setting.context():
             step()
@@ -239,7 +244,8 @@ def overhead_steps(shape, setting):
         weights = [torch.randn(w, shape.in_channels, *kernel_shape(kind, shape.k)[0], device=setting.device,
                                requires_grad=True)
                    for kind, w in (('kxkxk', width // 2), ('kx1x1', width - width // 2))]
-        steps['merge'] = grad_step(lambda: plans.group_weights(weights, [None, None], [0, 1])[0], weights)
+        steps['merge'] = in_setting(grad_step(lambda: plans.group_weights(weights, [None, None], [0, 1])[0],
+                                              weights), setting)
     else:
         y = setting.input(width, out)
         mean, var, weight, bias = (torch.rand(width, device=setting.device) + 0.5 for _ in range(4))
