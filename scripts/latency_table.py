@@ -6,10 +6,10 @@ each kernel kind against its width, and the rest of the network (cakes/ops/laten
 
 The table is keyed by the device, torch's version, the op shapes, dtype, memory format, mode and batch; it is
 written to --table FILE (read from it when it exists), else to the cache folder ($CAKES_LATENCY_CACHE, default
-~/.cache/cakes/latency), where later runs of the same key find it. --check_ops N measures N width mixes of each
-op shape as whole ops and prints them beside their predicted time; --plot draws time against width, one panel
-per op shape. The process is set up as main.py sets it up (cakes/runtime.py; on CUDA cudnn.benchmark on, as a
-run without --seed).
+~/.cache/cakes/latency), where later runs of the same key find it. --check_ops N times N width mixes of each op
+shape as whole ops, --check_configs CONFIG ... the networks of those configs, beside their predicted time;
+--plot draws time against width, one panel per op shape. The process is set up as main.py sets it up
+(cakes/runtime.py; on CUDA, cudnn.benchmark on, as a run without --seed).
 """
 import argparse
 import os
@@ -25,6 +25,7 @@ tune_process()  # before torch loads, as main.py
 import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
 from cakes.models import DEPTHS, TemporalModel  # noqa: E402
@@ -56,6 +57,9 @@ def parse_args(argv):
     p.add_argument('--plot', metavar='FILE.png', default=None, help='draw time against width per op shape')
     p.add_argument('--check_ops', type=int, default=0, metavar='N',
                    help='time N random width mixes of each op shape as whole ops, beside their prediction')
+    p.add_argument('--check_configs', nargs='+', default=[], metavar='CONFIG',
+                   help='time the networks of these configs (config.py keys or conv_config.txt files) beside their '
+                        'predicted time')
     args = p.parse_args(argv)
     for name in ('num_segments', 'input_size', 'num_class', 'batch', 'repeats'):
         if getattr(args, name) < 1:
@@ -116,6 +120,21 @@ def check_ops(table, setting, count, repeats, log=print):
             f'{max(abs(e) for e in errors):.1%}')
 
 
+def check_configs(table, setting, args, log=print):
+    """The networks of the named configs timed together (`repeats` rounds), beside their predicted time."""
+    configs = {name: resolve_conv_config(name) for name in args.check_configs}
+    build = video_builder(args.op_code, args.arch, args.num_segments, args.num_class, setting)
+    clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=setting.device)
+    kinds = [shape.kinds for shape in table.shapes]
+    predicted = {name: table.predicted_ms([{kind: c.get(kind, 0) for kind in k} for c, k in zip(config, kinds)])
+                 for name, config in configs.items()}
+    seconds = latency.time_steps({name: latency.network_step(build(config), clip, setting)
+                                  for name, config in configs.items()}, setting.device, args.repeats)
+    for name in configs:
+        ms = seconds[name] * 1e3
+        log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms ({predicted[name] / ms - 1:+.1%})')
+
+
 def plot(table, path):
     """Time against width of every kind (and the stacked plan), one panel per op shape: the grid's points joined
     by the lines the predictions interpolate on."""
@@ -160,6 +179,8 @@ def main(argv=None):
           f"{table.check['predicted_ms']:.1f} ms, measured {table.check['measured_ms']:.1f} ms")
     if args.check_ops:
         check_ops(table, setting, args.check_ops, args.repeats)
+    if args.check_configs:
+        check_configs(table, setting, args)
     if args.plot:
         plot(table, args.plot)
         print(f'wrote {args.plot}')

@@ -1,5 +1,5 @@
-"""scripts/latency_table.py on tiny shapes: a table measured, written, read back by a later run, drawn, and checked
-against whole ops; a table of another run or a file that is not one refused in one line."""
+"""scripts/latency_table.py on tiny shapes: a table measured, written, read back by a later run, drawn, checked
+against whole ops and whole networks; a table of another run or a file that is not one refused in one line."""
 import os
 
 from conftest_data import run_script
@@ -26,9 +26,13 @@ def test_measure_reuse_plot_and_refuse(tmp_path):
     assert picture.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert not (tmp_path / 'cache').exists()
 
-    again = run_script('latency_table', *TINY, '--table', path, env=env)
+    again = run_script('latency_table', *TINY, '--table', path, '--check_configs', 'CAKES123D_P', 'CAKES12D_C',
+                       env=env)
     assert again.returncode == 0, again.stderr
     assert f'latency table: {path} (measured in' in again.stdout and 'op shape' not in again.stdout
+    checked = [line.split() for line in again.stdout.splitlines() if line.startswith('  CAKES')]
+    assert [line[0] for line in checked] == ['CAKES123D_P', 'CAKES12D_C'] and all(
+        line[1] == 'predicted' and line[4] == 'measured' for line in checked)
 
     other = run_script('latency_table', *TINY, '--table', path, '--batch', '2', env=env)
     assert other.returncode == 2 and other.stderr.startswith(f"error: latency table '{path}' was measured for batch "
