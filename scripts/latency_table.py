@@ -148,7 +148,8 @@ def plot(table, path):
     for ax, shape in zip(axes, shapes):
         entry = table.entry(shape)
         for name, ms in entry['ms'].items():
-            ax.plot(entry['widths'], ms, '.-', label=name, markersize=4, linewidth=0.8)
+            widths = entry['stacked_widths' if name == 'stacked' else 'widths']
+            ax.plot(widths, ms, '.-', label=name, markersize=4, linewidth=0.8)
         count = table.shapes.count(shape)
         ax.set_title(f'{shape.text()} ({count} op{"s" * (count > 1)})', fontsize=10)
         ax.set_xlabel('output channels of one convolution (width)')

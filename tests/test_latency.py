@@ -59,11 +59,12 @@ def test_op_shapes_are_read_off_one_forward():
     assert latency.op_shapes(Tiny(config), torch.zeros(1, 4, 2, 8, 8)) == [a, b]
 
 
-def test_width_grid_sees_both_sides_of_every_step_of_8():
+def test_width_grid_sees_both_ends_of_every_run_of_8():
     assert latency.width_grid(8) == list(range(1, 9))
     grid = latency.width_grid(64)
-    assert grid == list(range(1, 17)) + [17, 24, 25, 32, 33, 40, 41, 48, 49, 56, 57, 64]
+    assert grid == list(range(1, 17)) + [17, 23, 24, 25, 31, 32, 33, 39, 40, 41, 47, 48, 49, 55, 56, 57, 63, 64]
     assert latency.width_grid(50)[-3:] == [48, 49, 50]  # the op's own width, whatever it is
+    assert latency.width_grid(64, ends=False) == list(range(1, 17)) + [24, 32, 40, 48, 56, 64]
     assert latency.timed_kinds(('1xkxk', 'kx1x1')) == ('1xkxk', 'kx1x1', 'kxkxk')  # their merge runs a kxkxk
 
 
@@ -76,7 +77,8 @@ def test_a_table_is_keyed_by_the_run_cached_and_reused(tmp_path, monkeypatch):
         ('float32', 'contiguous', 'eval', 1, 'Tiny')
     assert [latency.shape_from_json(s) for s in key['ops']] == tiny_shapes()
     a, b = table.entries
-    assert a['widths'] == b['widths'] == list(range(1, 9)) and set(a['ms']) == set(b['ms']) == {*VIDEO, 'stacked'}
+    assert a['widths'] == b['widths'] == a['stacked_widths'] == list(range(1, 9))
+    assert set(a['ms']) == set(b['ms']) == {*VIDEO, 'stacked'}
     assert set(a['overhead']) == {'cat1', 'cat2', 'cat3', 'bn'}
     assert all(len(ms) == 8 and min(ms) > 0 for ms in a['ms'].values())
     assert set(table.check) == {'measured_ms', 'predicted_ms', 'base_ms'}
@@ -148,9 +150,11 @@ def synthetic(ms, shapes=(SHAPE,), rest=10.0, mode='eval', overhead=OVERHEAD):
     key = {**CPU.key(), 'mode': mode, 'network': 'synthetic', 'ops': [latency.shape_json(s) for s in shapes]}
     entries = []
     for shape in dict.fromkeys(shapes):
-        widths = latency.width_grid(shape.width)
-        entries.append({'shape': latency.shape_json(shape), 'widths': widths,
-                        'ms': {name: [f(w) for w in widths] for name, f in ms.items()}, 'overhead': dict(overhead)})
+        widths = {'conv': latency.width_grid(shape.width), 'stacked': latency.width_grid(shape.width, ends=False)}
+        entries.append({'shape': latency.shape_json(shape), 'widths': widths['conv'],
+                        'stacked_widths': widths['stacked'], 'overhead': dict(overhead),
+                        'ms': {name: [f(w) for w in widths['stacked' if name == 'stacked' else 'conv']]
+                               for name, f in ms.items()}})
     return LatencyTable(key, entries, rest)
 
 
@@ -204,7 +208,7 @@ def test_widths_between_the_grid_are_interpolated():
     shape = OpShape(8, (2, 8, 8), (1, 1, 1), 40, ('kxkxk',), 3)
     table = synthetic({'kxkxk': lambda w: w * w}, shapes=(shape,))
     times = table.op_times()[0].ms['kxkxk']
-    assert times[20].item() == pytest.approx(17 ** 2 + (24 ** 2 - 17 ** 2) * 3 / 7)
+    assert times[20].item() == pytest.approx(17 ** 2 + (23 ** 2 - 17 ** 2) * 3 / 6)
     assert times[24].item() == 24 ** 2
 
 

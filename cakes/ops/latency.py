@@ -138,12 +138,14 @@ def kept_width(op):
     return op.out_channels // len(op.kinds) if op.search else op.out_channels
 
 
-def width_grid(width):
-    """The widths measured for an op keeping `width` channels: every one to 16, every multiple of 8 and the
-    width after it (17, 24, 25, 32, 33, ...: both sides of each step of devices that compute channels in blocks
-    of 8 or 16), and the width itself."""
+def width_grid(width, ends=True):
+    """The widths measured for an op keeping `width` channels: every one to 16, then every multiple of 8 and, with
+    `ends`, the first and last width of each run of 8 between them (17, 23, 24, 25, 31, 32, ...), and the width
+    itself. Devices compute channels in blocks (of 16 in oneDNN on AVX-512, tiles of 8 on tensor cores) and run
+    unaligned widths on other kernels, so time is a step function of width, flat within each run, stepping at
+    its ends: linear interpolation between these widths follows it."""
     grid = set(range(1, min(width, 16) + 1)) | {width}
-    grid |= {w for m in range(16, width + 1, 8) for w in (m, m + 1) if w <= width}
+    grid |= {m + d for m in range(16, width, 8) for d in ((1, 7, 8) if ends else (8,)) if m + d <= width}
     return sorted(grid)
 
 
@@ -212,7 +214,8 @@ def conv_steps(shape, setting, x, kinds, widths):
 def stacked_steps(shape, setting, x, widths):
     """{('stacked', width): step} of the stacked plan of an op of `width` kxkxk channels: one 2D convolution of
     the frames to k * width channels, then shifted sums (another op's stacked plan runs the same on its widths
-    times their taps, over k). With gradients the plan assembles its weight at every step; in eval once."""
+    times their taps, over k, which need not be whole: measured on the coarse grid). With gradients the plan
+    assembles its weight at every step; in eval once."""
     size, _ = kernel_shape('kxkxk', shape.k)
     full = torch.randn(shape.width, shape.in_channels, *size, device=setting.device)
     steps = {}
@@ -254,17 +257,19 @@ def overhead_steps(shape, setting):
 
 
 def measure_shape(shape, setting, repeats, grid=width_grid):
-    """One op shape's entry of a table: {'widths': [...], 'ms': {kind or 'stacked': [ms per width]},
-    'overhead': {name: ms}}, every step timed in the same rounds (`time_steps`)."""
-    widths = grid(shape.width)
+    """One op shape's entry of a table: {'widths': [...], 'stacked_widths': [...], 'ms': {kind or 'stacked':
+    [ms per width]}, 'overhead': {name: ms}}, every step timed in the same rounds (`time_steps`)."""
+    widths = {'conv': grid(shape.width), 'stacked': grid(shape.width, ends=False)}
     x = setting.input(shape.in_channels, shape.input)
-    steps = conv_steps(shape, setting, x, timed_kinds(shape.kinds, shape.k), widths)
+    steps = conv_steps(shape, setting, x, timed_kinds(shape.kinds, shape.k), widths['conv'])
     if shape.stride[0] == 1:
-        steps.update(stacked_steps(shape, setting, x, widths))
+        steps.update(stacked_steps(shape, setting, x, widths['stacked']))
     overhead = overhead_steps(shape, setting)
     seconds = time_steps({**steps, **overhead}, setting.device, repeats)
     names = dict.fromkeys(name for name, _ in steps)
-    return {'widths': widths, 'ms': {name: [seconds[name, w] * 1e3 for w in widths] for name in names},
+    return {'widths': widths['conv'], 'stacked_widths': widths['stacked'],
+            'ms': {name: [seconds[name, w] * 1e3 for w in widths[name if name == 'stacked' else 'conv']]
+                   for name in names},
             'overhead': {name: seconds[name] * 1e3 for name in overhead}}
 
 
@@ -420,9 +425,10 @@ def load_table(path):
                              float(data['seconds']))
         for shape in dict.fromkeys(table.shapes):
             entry = table.entry(shape)
-            widths = entry['widths']
-            if widths[-1] != shape.width or any(len(v) != len(widths) for v in entry['ms'].values()):
-                raise ValueError(f'the widths of op shape {shape.text()}')
+            for name, ms in entry['ms'].items():
+                widths = entry['stacked_widths' if name == 'stacked' else 'widths']
+                if widths[-1] != shape.width or len(ms) != len(widths):
+                    raise ValueError(f'the widths of {name} in op shape {shape.text()}')
         table.op_times()
     except (KeyError, TypeError, ValueError, StopIteration) as e:
         raise refuse(f'malformed: {type(e).__name__} {e}') from None
@@ -500,8 +506,10 @@ def measure_table(shapes, setting, network, build, example_input, repeats=3, log
         begin = time.perf_counter()
         entry = measure_shape(shape, setting, repeats)
         table.entries.append({'shape': shape_json(shape), **entry})
-        log(f'op shape {i}/{len(distinct)} {shape.text()}: {len(entry["widths"])} widths of '
-            f'{", ".join(entry["ms"])} in {time.perf_counter() - begin:.1f} s')
+        kinds = [name for name in entry['ms'] if name != 'stacked']
+        stacked = f', stacked at {len(entry["stacked_widths"])}' if 'stacked' in entry['ms'] else ''
+        log(f'op shape {i}/{len(distinct)} {shape.text()}: {", ".join(kinds)} at {len(entry["widths"])} widths'
+            f'{stacked}, in {time.perf_counter() - begin:.1f} s')
     base, check = rest_configs(shapes)
     x = example_input.to(setting.device)
     seconds = time_steps({name: network_step(build(config), x, setting)

@@ -42,7 +42,8 @@ class OpTimes:
 
     def __init__(self, shape, entry, train):
         self.shape, self.train = shape, train
-        self.ms = {name: dense(entry['widths'], values, shape.width) for name, values in entry['ms'].items()}
+        self.ms = {name: dense(entry['stacked_widths' if name == 'stacked' else 'widths'], values, shape.width)
+                   for name, values in entry['ms'].items()}
         self.overhead = dict(entry['overhead'])
         self.sizes = [kernel_shape(kind, shape.k)[0] for kind in shape.kinds]
 
