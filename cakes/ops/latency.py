@@ -185,19 +185,24 @@ def in_setting(step, setting):
     return run
 
 
-def grad_step(forward, inputs):
-    """forward, then the gradients of `inputs` (torch.autograd.grad: no .grad is touched)."""
+def grad_step(forward, inputs, grads):
+    """forward, then the gradients of `inputs` (torch.autograd.grad: no .grad is touched). The output's gradient
+    comes from `grads`, a dict shared by steps of the same output layout, made at the first run: in a network it
+    arrives ready from the layer after, so making it is no part of the op's time."""
     def step():
         y = forward()
-        torch.autograd.grad(y, inputs, torch.ones_like(y), allow_unused=True)
+        layout = (tuple(y.shape), y.stride(), y.dtype)
+        if layout not in grads:
+            grads[layout] = torch.ones_like(y)
+        torch.autograd.grad(y, inputs, grads[layout], allow_unused=True)
     return step
 
 
 # ---------------------------------------------------------------- measuring
 
-def conv_steps(shape, setting, x, kinds, widths):
+def conv_steps(shape, setting, x, kinds, widths, grads):
     """{(kind, width): the step of one convolution of that kind to `width` of the C channels}, as the op's plans
-    run it (weights in the network's memory format, autocast in the step)."""
+    run it (weights in the network's memory format, autocast in the step; `grads`: see `grad_step`)."""
     steps = {}
     for kind in kinds:
         size, padding = kernel_shape(kind, shape.k)
@@ -207,11 +212,12 @@ def conv_steps(shape, setting, x, kinds, widths):
         for width in widths:
             weight = full[:width].detach().requires_grad_(setting.train)
             forward = (lambda w=weight, p=padding: plans.run_conv(x, w, None, shape.stride, p))
-            steps[kind, width] = in_setting(grad_step(forward, (x, weight)) if setting.train else forward, setting)
+            steps[kind, width] = in_setting(grad_step(forward, (x, weight), grads) if setting.train else forward,
+                                            setting)
     return steps
 
 
-def stacked_steps(shape, setting, x, widths):
+def stacked_steps(shape, setting, x, widths, grads):
     """{('stacked', width): step} of the stacked plan of an op of `width` kxkxk channels: one 2D convolution of
     the frames to k * width channels, then shifted sums (another op's stacked plan runs the same on its widths
     times their taps, over k, which need not be whole: measured on the coarse grid). With gradients the plan
@@ -224,7 +230,7 @@ def stacked_steps(shape, setting, x, widths):
         if setting.train:
             forward = (lambda w=weight: plans.execute(plans.STACKED, x, plans.build(plans.STACKED, [w], [None]),
                                                       [w.shape[0]], shape.stride))
-            step = grad_step(forward, (x, weight))
+            step = grad_step(forward, (x, weight), grads)
         else:
             built = plans.build(plans.STACKED, [weight], [None])
             step = (lambda b=built, w=width: plans.execute(plans.STACKED, x, b, [w], shape.stride))
@@ -232,7 +238,7 @@ def stacked_steps(shape, setting, x, widths):
     return steps
 
 
-def overhead_steps(shape, setting):
+def overhead_steps(shape, setting, grads):
     """{name: step} of what an op spends besides its convolutions that differs between configs and plans:
     'cat1'..'catN', concatenating 1..N outputs into the C channels (the branch form copies even one);
     in eval 'bn', the BN that the branch form runs and the other plans fold into their weights; in train
@@ -242,13 +248,13 @@ def overhead_steps(shape, setting):
     for n in range(1, len(shape.kinds) + 1):
         pieces = [setting.input(width // n + (i < width % n), out) for i in range(min(n, width))]
         forward = (lambda p=pieces: torch.cat(p, dim=1))
-        steps[f'cat{n}'] = in_setting(grad_step(forward, pieces) if setting.train else forward, setting)
+        steps[f'cat{n}'] = in_setting(grad_step(forward, pieces, grads) if setting.train else forward, setting)
     if setting.train:
         weights = [torch.randn(w, shape.in_channels, *kernel_shape(kind, shape.k)[0], device=setting.device,
                                requires_grad=True)
                    for kind, w in (('kxkxk', width // 2), ('kx1x1', width - width // 2))]
         steps['merge'] = in_setting(grad_step(lambda: plans.group_weights(weights, [None, None], [0, 1])[0],
-                                              weights), setting)
+                                              weights, grads), setting)
     else:
         y = setting.input(width, out)
         mean, var, weight, bias = (torch.rand(width, device=setting.device) + 0.5 for _ in range(4))
@@ -260,11 +266,11 @@ def measure_shape(shape, setting, repeats, grid=width_grid):
     """One op shape's entry of a table: {'widths': [...], 'stacked_widths': [...], 'ms': {kind or 'stacked':
     [ms per width]}, 'overhead': {name: ms}}, every step timed in the same rounds (`time_steps`)."""
     widths = {'conv': grid(shape.width), 'stacked': grid(shape.width, ends=False)}
-    x = setting.input(shape.in_channels, shape.input)
-    steps = conv_steps(shape, setting, x, timed_kinds(shape.kinds, shape.k), widths['conv'])
+    x, grads = setting.input(shape.in_channels, shape.input), {}
+    steps = conv_steps(shape, setting, x, timed_kinds(shape.kinds, shape.k), widths['conv'], grads)
     if shape.stride[0] == 1:
-        steps.update(stacked_steps(shape, setting, x, widths['stacked']))
-    overhead = overhead_steps(shape, setting)
+        steps.update(stacked_steps(shape, setting, x, widths['stacked'], grads))
+    overhead = overhead_steps(shape, setting, grads)
     seconds = time_steps({**steps, **overhead}, setting.device, repeats)
     names = dict.fromkeys(name for name, _ in steps)
     return {'widths': widths['conv'], 'stacked_widths': widths['stacked'],
@@ -277,15 +283,15 @@ def time_ops(shape, setting, rows, repeats=3):
     """Measured ms of whole CAKES ops of this shape with the branch widths of each row, as the network runs
     them: each chooses its plan at its first forward (cakes.ops.plans), in eval with the BN folded; a train step
     takes the gradients of the input and every parameter. To check the table's predictions against."""
-    x = setting.input(shape.in_channels, shape.input)
-    steps = {}
+    x, grads, steps = setting.input(shape.in_channels, shape.input), {}, {}
     for i, widths in enumerate(rows):
         op = CakesOp(list(zip(shape.kinds, widths)), shape.in_channels, shape.stride, k=shape.k).to(setting.device)
         if setting.channels_last:
             op = op.to(memory_format=torch.channels_last_3d)
         op.train(setting.train)
         forward = (lambda op=op: op(x))
-        steps[i] = in_setting(grad_step(forward, [x, *op.parameters()]) if setting.train else forward, setting)
+        steps[i] = in_setting(grad_step(forward, [x, *op.parameters()], grads) if setting.train else forward,
+                              setting)
     seconds = time_steps(steps, setting.device, repeats)
     return [seconds[i] * 1e3 for i in range(len(rows))]
 
