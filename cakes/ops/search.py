@@ -1,5 +1,6 @@
 """What the search reads off a searchable op: its BN-scale sparsity term and the channels pruning keeps
-(by |BN scale|, or to a FLOPs budget)."""
+(by |BN scale|, or to a FLOPs budget, or to a time budget on a latency table)."""
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -8,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 
-from . import plans
+from . import knapsack, plans
 from .kernels import VIDEO_KIND_NAMES, kernel_cost
 
 
@@ -21,22 +22,26 @@ def branch_blocks(op):
     return blocks
 
 
-def sparsity_scale(op, reweight):
-    """Per-channel factor of the L1 term: 1, or the branch's share of the kernel cost (27 : 9 : 3)."""
+def sparsity_scale(op, reweight, costs=None):
+    """Per-channel factor of the L1 term: 1, or the branch's share of the op's cost: by default the kernel cost
+    (27 : 9 : 3); with `costs` ({kind: cost}, e.g. cakes.ops.latency.branch_costs: each kind's measured time at
+    all the op's C channels) the share of those."""
     scale = torch.ones(op.bn.num_features, device=op.bn.weight.device)
     if reweight:
-        total = sum(kernel_cost(kind, op.k) for kind in op.kinds)
+        cost = costs or {kind: kernel_cost(kind, op.k) for kind in op.kinds}
+        total = sum(cost[kind] for kind in op.kinds)
         for kind, start, width in branch_blocks(op):
-            scale[start:start + width] = kernel_cost(kind, op.k) / total
+            scale[start:start + width] = cost[kind] / total
     return scale
 
 
-def add_sparsity_grad(searchable_ops, strength, reweight):
-    """Add the subgradient of strength * |BN scale| (cost-weighted) to every searchable op's BN."""
+def add_sparsity_grad(searchable_ops, strength, reweight, costs=None):
+    """Add the subgradient of strength * |BN scale| (cost-weighted) to every searchable op's BN; `costs`: per op
+    the {kind: cost} that `sparsity_scale` weighs by (None: the kernel costs)."""
     with torch.no_grad():
-        for op in searchable_ops:
+        for op, cost in zip(searchable_ops, costs or [None] * len(searchable_ops)):
             weight = op.bn.weight
-            weight.grad.add_(strength * sparsity_scale(op, reweight) * torch.sign(weight))
+            weight.grad.add_(strength * sparsity_scale(op, reweight, cost) * torch.sign(weight))
 
 
 def kept_indices(scale, num_branches, cost=None, lam=0.0, multiple=1):
@@ -136,9 +141,12 @@ def check_multiple(multiple):
     return multiple
 
 
-def prune_config(searchable_ops, target_flops=None, costs=None, flops=None, multiple=1):
+def prune_config(searchable_ops, target_flops=None, costs=None, flops=None, multiple=1, target_ms=None, table=None):
     """The pruned widths of every op: the released rule, or with `target_flops` the budget rule
-    (see `prune_to_budget` for `costs` and `flops`); with `multiple` every branch width a multiple of it."""
+    (see `prune_to_budget` for `costs` and `flops`), or with `target_ms` the time budget on a latency `table`
+    (`prune_to_time`); with `multiple` every branch width a multiple of it."""
+    if target_ms is not None:
+        return prune_to_time(searchable_ops, table, target_ms, multiple=multiple).config
     if target_flops is None:
         return [pruned_widths(op, multiple=check_multiple(multiple)) for op in searchable_ops]
     return prune_to_budget(searchable_ops, costs, flops, target_flops, multiple=multiple).config
@@ -257,3 +265,99 @@ def flops_unit(flops):
 
 def flops_text(flops, unit):
     return f'{flops / FLOPS_UNITS[unit]:.3f} {unit}'
+
+
+# ---------------------------------------------------------------- the time budget
+
+COMBINATIONS_LIMIT = 2_000_000  # width combinations of one op priced at once
+
+
+@dataclass
+class TimeBudget:
+    config: list          # {kind: width} per op
+    predicted_ms: float   # of the pruned network, on the table
+    kept: float           # the kept |BN scale|, summed over the ops
+    bound: float          # no config within the target keeps more (the optimum lies in [kept, bound])
+    reachable: tuple      # (fastest, slowest) predicted ms keeping C channels per op
+    released_ms: float    # the released rule's config, predicted on the same table
+
+
+def width_combinations(n, width, multiple=1):
+    """(N, n): every way of keeping `width` channels in n branches, each a multiple of `multiple` but for one
+    branch, which takes the width % multiple channels left over (as `grouped_indices` keeps them)."""
+    groups, rest = divmod(width, multiple)
+    count = math.comb(groups + n - 1, n - 1) * (n if rest else 1)
+    if count > COMBINATIONS_LIMIT:
+        raise UsageError(f'{count} width combinations of {n} kinds in {width} channels are too many to weigh: give a '
+                         f'width multiple (about {math.ceil(width / (COMBINATIONS_LIMIT ** (1 / (n - 1))))} or more)')
+    rows, left = torch.zeros(1, 0, dtype=torch.long), torch.tensor([groups])
+    for _ in range(n - 1):  # each branch in turn takes 0..left groups
+        counts = left + 1
+        taken = torch.arange(int(counts.sum())) - (counts.cumsum(0) - counts).repeat_interleave(counts)
+        rows = torch.cat([rows.repeat_interleave(counts, 0), taken[:, None]], 1)
+        left = left.repeat_interleave(counts) - taken
+    rows = torch.cat([rows, left[:, None]], 1) * multiple
+    if rest:
+        rows = torch.cat([rows + rest * torch.eye(n, dtype=torch.long)[b] for b in range(n)])
+    return rows
+
+
+def kept_scale(op, rows):
+    """The kept |BN scale| of each row of branch widths: each branch keeps its channels of largest |BN scale|."""
+    n = len(op.kinds)
+    branches = op.bn.weight.detach().abs().double().cpu().reshape(n, -1)
+    sums = torch.cat([torch.zeros(n, 1, dtype=torch.float64),
+                      branches.sort(dim=1, descending=True).values.cumsum(1)], 1)
+    return sum(sums[b, rows[:, b]] for b in range(n))
+
+
+def check_table_ops(searchable_ops, shapes):
+    """The ops must be the table's: as many, of the same kinds and C."""
+    ours = [(tuple(op.kinds), op.bn.num_features // len(op.kinds)) for op in searchable_ops]
+    theirs = [(shape.kinds, shape.width) for shape in shapes]
+    if ours != theirs:
+        i = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        raise UsageError(f'the latency table was measured for another network: {len(theirs)} ops'
+                         + (f', op {i} of kinds {"/".join(theirs[i][0])} keeping {theirs[i][1]}' if i < len(theirs)
+                            else '') + f'; this one has {len(ours)}'
+                         + (f', op {i} of {"/".join(ours[i][0])} keeping {ours[i][1]}' if i < len(ours) else ''))
+
+
+def prune_to_time(searchable_ops, table, target_ms=None, speedup=None, multiple=1, buckets=4096):
+    """Keep C channels per op, choosing each op's branch widths so that the kept |BN scale| is the most with the
+    network's predicted time (cakes.ops.latency.predicted_time on `table`) at most `target_ms`, or at most the
+    released rule's predicted time over `speedup`.
+
+    Time is a step function of width, so this is the multiple-choice knapsack it is (cakes.ops.knapsack): per
+    op, every width combination (`width_combinations`, multiples of `multiple`) priced by the table; the
+    result's `bound` says how far from the optimum it can be. The released rule, when it fits, is the answer
+    (it keeps the most). A target out of reach is a UsageError giving the reachable range in ms.
+    """
+    check_multiple(multiple)
+    check_table_ops(searchable_ops, table.shapes)
+    released = prune_config(searchable_ops, multiple=multiple)
+    released_ms = table.predicted_ms(released)
+    if (target_ms is None) == (speedup is None):
+        raise UsageError('give a time target in ms or a speedup over the released rule, not both')
+    if speedup is not None:
+        if speedup <= 0:
+            raise UsageError(f'speedup {speedup:g} must be > 0 (2: half the released rule\'s time)')
+        target_ms = released_ms / speedup
+    rows, groups = [], []
+    for op, times in zip(searchable_ops, table.op_times()):
+        rows.append(width_combinations(len(op.kinds), times.shape.width, multiple))
+        groups.append((times(rows[-1]), kept_scale(op, rows[-1])))
+    fastest = table.rest_ms + sum(float(ms.min()) for ms, _ in groups)
+    slowest = table.rest_ms + sum(float(ms.max()) for ms, _ in groups)
+    if not fastest <= target_ms <= slowest:
+        key = table.key
+        raise UsageError(f'time target {target_ms:.4g} ms is out of reach: keeping C channels per op takes from '
+                         f'{fastest:.4g} ms (the fastest kinds) to {slowest:.4g} ms (the slowest), predicted for '
+                         f"{key['device']}, {key['mode']}, batch {key['batch']}; give a target in that range")
+    kept = sum(float(kept_scale(op, torch.tensor([[w[kind] for kind in op.kinds]])))
+               for op, w in zip(searchable_ops, released))
+    if released_ms <= target_ms:
+        return TimeBudget(released, released_ms, kept, kept, (fastest, slowest), released_ms)
+    picks = knapsack.solve(groups, target_ms - table.rest_ms, buckets)
+    config = [dict(zip(op.kinds, r[i].tolist())) for op, r, i in zip(searchable_ops, rows, picks.index)]
+    return TimeBudget(config, table.rest_ms + picks.cost, picks.value, picks.bound, (fastest, slowest), released_ms)
