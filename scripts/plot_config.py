@@ -18,7 +18,7 @@ from cakes.conv_config import conv_configs, read_conv_config, read_user_configs 
 from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
-from cakes.models.flags import checkpoint_classes  # noqa: E402
+from cakes.models.description import checkpoint_classes  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
 from cakes.ops.settling import CHECKPOINT_KEY, SettlingHistory  # noqa: E402
 from cakes.plot import describe_config, save_config_picture  # noqa: E402

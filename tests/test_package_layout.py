@@ -9,7 +9,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # The top-level units of cakes, each importing only units that come after it. The package's own __init__ imports
 # nothing when it loads (create_model comes on first use).
-LAYERS = ['cli', 'engine', 'plot', 'convert', 'models', 'conv_config', 'data', 'ops', 'complexity', 'configs',
+LAYERS = ['cli', 'engine', 'plot', 'convert', 'models', 'conv_config', 'data', 'complexity', 'ops', 'configs',
           'files', 'progress', 'settings', 'runtime', 'errors']
 # module -> the modules it must not import (inside the engine: a module never imports the one that drives it).
 NEVER = {
