@@ -97,7 +97,10 @@ def test_custom_class_count_errors_name_the_files_given(tmp_path, capsys, flags,
     custom_frames(tmp_path)
     write_text(tmp_path / 'names.txt', 'ape\nbee\ncat\n')
     checkpoint = str(tmp_path / 'five.pth.tar')  # a released-style checkpoint: classes read off its classifier
-    torch.save({'epoch': 1, 'state_dict': {'module.new_fc.weight': torch.zeros(5, 8)}}, checkpoint)
+    state = {'module.new_fc.weight': torch.zeros(5, 8)}
+    if start == '--finetune':  # a dropout supernet's layout (its ops' own BN), as --finetune needs
+        state['module.base_model.layer1.0.convT.norm.weight'] = torch.zeros(4)
+    torch.save({'epoch': 1, 'state_dict': state}, checkpoint)
     more = ('--evaluate',) if start == '--resume' else ('--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P')
     with pytest.raises(SystemExit):
         run_main(str(tmp_path), tmp_path / 'out', '--dataset', 'custom', '--train_list', CUSTOM['train_list'],
