@@ -1,7 +1,6 @@
 """Parameter and FLOP counts (tests/data/complexity.json, the reference counts of the released code's nine
 settings: see tests/data/README.md), each row derived here by hand from the network's definition, and the
 scripts/complexity.py command line."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import torch
 from cakes.configs import RELEASED
 from cakes.models import TemporalModel
 from cakes.complexity import count_flops, count_params
+from conftest_data import load_script
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -149,19 +149,12 @@ def test_script_unknown_conv_config():
     assert 'Traceback' not in result.stderr
 
 
-def load_script_module():
-    spec = importlib.util.spec_from_file_location('complexity_script', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_accepts_a_conv_config_file(tmp_path, capsys):
     """A conv_config.txt (the list --prune prints) counts the same as the config.py key."""
     row = next(r for r in ROWS if r['conv_config'] == 'CAKES12D_C')
     path = tmp_path / 'conv_config.txt'
     path.write_text(repr(RELEASED['CAKES12D_C']))
-    script = load_script_module()
+    script = load_script('complexity')
     script.main(['--op_code', row['op_code'], '--conv_config', str(path), '--json'])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == {'params': row['params'], 'flops': row['flops_8f']}

@@ -1,6 +1,5 @@
 """Pictures: kernel mix per block (cakes.plot, scripts/plot_config.py), the TensorBoard picture of a search, and
 the accuracy/cost plot of evaluated checkpoints (scripts/pareto.py)."""
-import importlib.util
 import json
 import os
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from conftest import RUN, run_main
+from conftest_data import load_script
 from conftest_scale import read_events
 from cakes import ops
 from cakes.complexity import count_flops, count_params
@@ -24,13 +24,6 @@ RELEASED = ['CAKES12D_P', 'CAKES12D_C', 'CAKES23D_P', 'CAKES23D_C', 'CAKES123D_P
 COMPLEXITY = {(row['op_code'], row['conv_config']): row
               for row in json.load(open(os.path.join(REPO, 'tests', 'data', 'complexity.json')))}
 PNG = b'\x89PNG\r\n\x1a\n'
-
-
-def script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_panels_show_each_block_share_and_the_released_complexity():
@@ -55,7 +48,7 @@ def test_panels_show_each_block_share_and_the_released_complexity():
 
 
 def test_plot_config_draws_keys_files_and_checkpoints(tmp_path, capsys):
-    plot_config = script('plot_config')
+    plot_config = load_script('plot_config')
     out = tmp_path / 'six.png'
     plot_config.main([*RELEASED, '--out', str(out)])
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 20000
@@ -89,7 +82,7 @@ def test_plot_config_draws_keys_files_and_checkpoints(tmp_path, capsys):
 
 @pytest.mark.parametrize('described', [False, True], ids=['released', 'described'])
 def test_plot_config_counts_a_checkpoints_own_classes(tmp_path, capsys, described):
-    plot_config = script('plot_config')
+    plot_config = load_script('plot_config')
     config = conv_configs()['CAKES123D_P']
     with torch.device('meta'):
         network = TemporalModel(3, 2, op_code='conv1_2_3d', conv_config=config)
@@ -118,7 +111,7 @@ def test_a_search_logs_the_kernel_mix_picture_at_every_validation_point(data, tm
 
 
 def test_pareto_counts_accuracy_and_cost_of_each_run(tmp_path, capsys):
-    pareto = script('pareto')
+    pareto = load_script('pareto')
     labels = np.array([0, 1, 2, 1])
     scores = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]  # 3 of 4 right
     np.savez(tmp_path / 'scores.npz', ids=np.array(['a', 'b', 'c', 'd']), labels=labels, scores=scores)
