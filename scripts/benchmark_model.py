@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -53,6 +54,7 @@ from cakes.ops import plans  # noqa: E402
 from cakes.ops.plan_report import format_table, layer_table  # noqa: E402
 from cakes.ops.timing import seconds  # noqa: E402
 from cakes.conv_config import conv_configs, read_user_configs  # noqa: E402
+from cakes.engine.run import cudnn_modes  # noqa: E402
 
 IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl', 'folded', 'onnxruntime')
 EVAL_ONLY = ('folded', 'onnxruntime')
@@ -134,8 +136,11 @@ def step_fn(model, clip, train):
 def time_setting(setting, args, device, batch):
     """Best time of each implementation, the implementations interleaved repeat by repeat so that a change
     in the machine's speed during the run affects them all alike. The first (warm-up) step, in which the
-    planned forms choose their plans, is reported as `first_s`."""
+    planned forms choose their plans, is reported as `first_s`; cuDNN's benchmark mode searches there too."""
     op_code, _, key = setting.partition(':')
+    # cuDNN as main.py sets it for this network (benchmark mode on CUDA unless its shapes change every step)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_modes(
+        SimpleNamespace(op_code=op_code, evaluate=False, seed=None))
     torch.manual_seed(0)
     search = key == 'search'  # a sparsity supernet (dropout op codes are supernets anyway)
     base = create_model(op_code=op_code, conv_config=None if search else key, num_segments=args.num_segments,

@@ -77,7 +77,7 @@ from cakes.engine import distributed  # noqa: E402
 from cakes.engine.log import RunLog  # noqa: E402
 from cakes.engine.loop import Run, forward_loss, to_device, update  # noqa: E402
 from cakes.engine.precision import amp_dtype, grad_scaler  # noqa: E402
-from cakes.engine.run import channels_last, cudnn_modes  # noqa: E402
+from cakes.engine.run import channels_last  # noqa: E402
 from cakes.engine.schedule import make_optimizer  # noqa: E402
 from cakes.engine.views import average_views, view_logits  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
@@ -682,7 +682,8 @@ def default_form():
 
 def timing_rows(args):
     """benchmark_model's eval forward and train step at -b timing_batch on one device, with cudnn.benchmark as
-    main.py sets it for the network; the plans the planned forms chose, counted per network and mode."""
+    main.py sets it for the network (benchmark_model sets it); the plans the planned forms chose, counted per
+    network and mode."""
     benchmark_model = load_benchmark_model()
     frames, size, batch = args.timing_frames, args.timing_size, args.timing_batch
     settings = SimpleNamespace(impls=list(TIMED_IMPLS), num_segments=frames, input_size=size, repeats=args.repeats,
@@ -691,8 +692,6 @@ def timing_rows(args):
     rows = []
     for setting in TIMED_SETTINGS:
         op_code, _, config = setting.partition(':')
-        modes = cudnn_modes(SimpleNamespace(op_code=op_code, evaluate=False, seed=None))
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = modes
         for timed in benchmark_model.time_setting(setting, settings, torch.device(args.device), batch):
             form = timed['impl'] + (" (main.py's)" if timed['impl'] == default else '')
             rows.append(row(f"{timed['mode']} ms/clip", f'{config or op_code} {form}', 'fp32',
