@@ -113,7 +113,7 @@ def build_parser():
                    help='with --prune: as many channels per block, every branch width a multiple of M (8 for tensor '
                         'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
                         '--target_gflops (default 1: the released rule)')
-    # Testing as the papers test (with --evaluate; SPEC section 9).
+    # Testing as the papers test (with --evaluate): views per video and how their scores combine.
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
                    help='with --evaluate: write video ids, labels and the averaged scores (videos x classes)')
