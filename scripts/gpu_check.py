@@ -542,7 +542,11 @@ def torchrun_checks(args, dp):
             '--steps', str(args.steps),
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
             '--batch_per_gpu', str(args.batch_per_gpu)]
-        status, _, err = run_command(command, args.timeout)
+        # torchrun gives each worker one OpenMP thread; on the CPU they get this process's count, so that the
+        # convolutions sum in the same order and fp32 losses agree to rounding (with 1 against 2 threads they
+        # drift apart by ~1e-3 within 3 steps of these tiny shapes, over the tolerance).
+        env = {**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())} if not on_gpus(args) else None
+        status, _, err = run_command(command, args.timeout, env)
         if status != 0 or not os.path.isfile(out):
             return [row('torchrun', 'torchrun', '-', (failure(status, err, args.timeout), False))]
         with open(out) as f:

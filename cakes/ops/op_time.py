@@ -17,6 +17,7 @@ import math
 import torch
 
 from . import plans
+from .plans.choice import MARGIN, set_partitions
 from .kernels import kernel_shape, kind_of_size
 
 
@@ -75,7 +76,7 @@ class OpTimes:
         if len(members) == 1:
             others.append((self.conv(kinds[members[0]], widths[:, members[0]]), macs, False))
         else:
-            partitions = plans.set_partitions(members) if len(members) <= 3 else [[members]]
+            partitions = set_partitions(members) if len(members) <= 3 else [[members]]
             for groups in partitions:
                 if all(len(g) == 1 for g in groups):
                     continue
@@ -91,7 +92,7 @@ class OpTimes:
             if partial:
                 allowed &= cost < 0.95 * full
             best = torch.where(allowed, torch.minimum(best, ms), best)
-        return torch.where(best <= (1 - plans.MARGIN) * branches, best, branches)
+        return torch.where(best <= (1 - MARGIN) * branches, best, branches)
 
     def merge_time(self, groups, widths):
         ms, macs = 0.0, 0
