@@ -363,6 +363,11 @@ class LatencyTable:
     def train(self):
         return self.key['mode'] == 'train'
 
+    @property
+    def cost_limit(self):
+        """plans.COST_LIMIT of the table's device type: a CUDA table's torch version names cuDNN's."""
+        return plans.COST_LIMIT['cuda' if '(cudnn' in self.key['torch'] else 'cpu']
+
     def entry(self, shape):
         return next(e for e in self.entries if shape_from_json(e['shape']) == shape)
 
@@ -372,7 +377,7 @@ class LatencyTable:
             priced = {}
             for shape in self.shapes:
                 if shape not in priced:
-                    priced[shape] = OpTimes(shape, self.entry(shape), self.train)
+                    priced[shape] = OpTimes(shape, self.entry(shape), self.train, self.cost_limit)
             self._op_times = [priced[shape] for shape in self.shapes]
         return self._op_times
 
