@@ -9,15 +9,17 @@ BN, ReLU: the plan policy BRANCH_FORM); `channels_last` runs the same modules in
 (cakes.ops.plans, the default everywhere), NCDHW and channels_last; `folded` (eval only) folds every BN into
 the convolution before it (branch form); `onnxruntime` (eval only, CPU) runs the
 network as scripts/export_onnx.py exports it (BN folded) in ONNX Runtime, with torch's number of threads.
---table times every config of config.py, conv3d and convp3d, and ends with each one's time in main.py's
-default form (planned_cl on a CPU) as a ratio to conv3d's fastest form, beside the FLOPs ratio and the limit
-0.15 + 0.85 x FLOPs ratio (convolutions are about 85% of conv3d's time). --per_layer prints, per CAKES op,
+--table times conv3d, convp3d, the released configs and those of your config.py (read as main.py reads it), and
+ends with each one's time in main.py's default form (planned_cl on a CPU) as a ratio to conv3d's fastest form,
+beside the FLOPs ratio and the limit 0.15 + 0.85 x FLOPs ratio (convolutions are about 85% of conv3d's time).
+A setting's CONV_CONFIG is a released config's name, one of config.py or a conv_config.txt, as main.py's
+--conv_config; every network is built by cakes.create_model. --per_layer prints, per CAKES op,
 each branch's width, FLOPs, time, GFLOP/s, the plan chosen, and the time of the conv3d network's 3x3x3 op there;
 --plot draws time against FLOPs for every setting measured. A planned form's row ends with the plans its ops chose
 (how many ops run each).
 GFLOP/s counts the FLOPs of the forward (FlopCounterMode) for eval, and three times them for a train step
-(forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as main.py sets it up
-(cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
+(forward plus the two gradient convolutions). Runs on CUDA when it is available. The process is set up as
+main.py sets it up (cakes/runtime.py: OpenMP threads that spin briefly, a heap kept between steps) unless --untuned.
 """
 import argparse
 import collections
@@ -27,8 +29,10 @@ import json
 import os
 import sys
 import tempfile
+from types import SimpleNamespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from cakes.runtime import tune_process  # noqa: E402
 
@@ -39,18 +43,18 @@ if not UNTUNED:
 
 import torch  # noqa: E402
 
-from cakes.models import TemporalModel  # noqa: E402
+from cakes.models import create_model  # noqa: E402
 from cakes.models.export import export_onnx, onnx_session  # noqa: E402
 from cakes.models.inference import fold_batchnorm  # noqa: E402
 from cakes.cli import run_cli  # noqa: E402
 from cakes.complexity import count_flops  # noqa: E402
-from cakes.conv_config import resolve_conv_config  # noqa: E402
 
 from cakes.files import write_atomic  # noqa: E402
 from cakes.ops import plans  # noqa: E402
 from cakes.ops.plan_report import format_table, layer_table  # noqa: E402
 from cakes.ops.timing import seconds  # noqa: E402
-from cakes.conv_config import conv_configs  # noqa: E402
+from cakes.conv_config import conv_configs, read_user_configs  # noqa: E402
+from cakes.engine.run import cudnn_modes  # noqa: E402
 
 IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl', 'folded', 'onnxruntime')
 EVAL_ONLY = ('folded', 'onnxruntime')
@@ -58,6 +62,7 @@ BRANCH_FORM = ('plain', 'channels_last', 'folded')  # run with the plan policy B
 CHANNELS_LAST = ('channels_last', 'planned_cl', 'folded')
 TABLE_IMPLS = ('plain', 'channels_last', 'planned', 'planned_cl')  # the forms main.py can run
 BASELINES = ('conv3d', 'convp3d')
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs, read as main.py reads them
 
 
 def parse_args(argv):
@@ -69,8 +74,9 @@ def parse_args(argv):
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--batch', type=int, nargs='+', default=[1], help='clips per forward (several: each timed)')
     p.add_argument('--table', action='store_true',
-                   help='settings (unless given): conv3d, convp3d and every config of config.py (op code from its '
-                        f'kinds); impls (unless given): {" ".join(TABLE_IMPLS)}; ends with the ratio table')
+                   help='settings (unless given): conv3d, convp3d, the released configs and those of config.py '
+                        f'(op code from its kinds); impls (unless given): {" ".join(TABLE_IMPLS)}; '
+                        'ends with the ratio table')
     p.add_argument('--per_layer', action='store_true',
                    help="per CAKES op: each branch's width, FLOPs, time, GFLOP/s and the plan chosen")
     p.add_argument('--plot', metavar='FILE.png', default=None, help='draw time against FLOPs for every setting')
@@ -81,9 +87,11 @@ def parse_args(argv):
                    help="a plain Python process: without main.py's process settings (glibc's own heap)")
     args = p.parse_args(argv)
     given = argv if argv is not None else sys.argv
+    args.configs = read_user_configs(CONFIG_FILE)  # the released configs' names, and yours, as main.py takes them
     if args.table:  # given --settings or --impls take precedence
         if '--settings' not in given:
-            args.settings = list(BASELINES) + [f'{config_op_code(c)}:{key}' for key, c in conv_configs().items()]
+            args.settings = list(BASELINES) + [f'{config_op_code(c)}:{key}'
+                                               for key, c in conv_configs(args.configs).items()]
         if '--impls' not in given:
             args.impls = list(TABLE_IMPLS)
     return args
@@ -128,12 +136,15 @@ def step_fn(model, clip, train):
 def time_setting(setting, args, device, batch):
     """Best time of each implementation, the implementations interleaved repeat by repeat so that a change
     in the machine's speed during the run affects them all alike. The first (warm-up) step, in which the
-    planned forms choose their plans, is reported as `first_s`."""
+    planned forms choose their plans, is reported as `first_s`; cuDNN's benchmark mode searches there too."""
     op_code, _, key = setting.partition(':')
+    # cuDNN as main.py sets it for this network (benchmark mode on CUDA unless its shapes change every step)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_modes(
+        SimpleNamespace(op_code=op_code, evaluate=False, seed=None))
     torch.manual_seed(0)
     search = key == 'search'  # a sparsity supernet (dropout op codes are supernets anyway)
-    base = TemporalModel(174, args.num_segments, op_code=op_code, search=search,
-                         conv_config=None if search else resolve_conv_config(key)).to(device)
+    base = create_model(op_code=op_code, conv_config=None if search else key, num_segments=args.num_segments,
+                        search=search, configs=args.configs).to(device)
     flops = count_flops(base, args.num_segments, args.input_size)
     clip = torch.randn(batch, args.num_segments * 3, args.input_size, args.input_size, device=device)
     rows, models = [], {}

@@ -70,18 +70,18 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import resolve_conv_config  # noqa: E402
+from cakes.conv_config import read_user_configs  # noqa: E402
 from cakes.data import Views  # noqa: E402
 from cakes.data.synthetic import make_synthetic_data  # noqa: E402
 from cakes.engine import distributed  # noqa: E402
 from cakes.engine.log import RunLog  # noqa: E402
 from cakes.engine.loop import Run, forward_loss, to_device, update  # noqa: E402
 from cakes.engine.precision import amp_dtype, grad_scaler  # noqa: E402
-from cakes.engine.run import channels_last, cudnn_modes  # noqa: E402
+from cakes.engine.run import channels_last  # noqa: E402
 from cakes.engine.schedule import make_optimizer  # noqa: E402
 from cakes.engine.views import average_views, view_logits  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
-from cakes.models import TemporalModel  # noqa: E402
+from cakes.models import create_model  # noqa: E402
 from cakes.ops import plans  # noqa: E402
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -91,18 +91,20 @@ DTYPES = {'fp32': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}
 TOLERANCE = {'fp32': 1e-3, 'bf16': 3e-2, 'fp16': 1e-2}
 MEMORY_SHARE = 0.9
 NUM_CLASS = 174
+CONFIG = 'CAKES123D_P'  # the checks' network and the timing's CAKES one (config.py's, where it replaces it)
 STAGES = ('precision', 'torchrun', 'main', 'timing')
 CPU_REPLICAS = 2  # threads standing in for GPUs, and torchrun's processes, with --device cpu
 # Sizes per device: the checks' frames and crop, the timing's batch per GPU, frames and crop.
 SIZES = {'cuda': dict(num_segments=4, input_size=112, timing_batch=12, timing_frames=8, timing_size=224),
          'cpu': dict(num_segments=4, input_size=32, timing_batch=2, timing_frames=4, timing_size=32)}
 TIMED_IMPLS = ('plain', 'planned', 'channels_last', 'planned_cl')  # branch form and plans, in both formats
-TIMED_SETTINGS = ('conv3d', 'conv1_2_3d:CAKES123D_P')
+TIMED_SETTINGS = ('conv3d', f'conv1_2_3d:{CONFIG}')
 # The resumed main.py runs through this script with the plans' choice refused: an op whose key the checkpoint
 # lacks (which would choose, and on a CPU time, a plan) stops the run with this message (on every rank).
 RESUME = '--resume_without_choosing'  # then main.py's arguments
 NEW_PLAN = 'a plan was chosen in a resume that must run its checkpoint\'s plans'
 MAIN = os.path.join(REPO, 'main.py')
+CONFIG_FILE = os.path.join(REPO, 'config.py')  # your conv_configs, read as main.py reads them
 
 
 def parse_args(argv=None):
@@ -133,6 +135,7 @@ def parse_args(argv=None):
             raise UsageError(f'--{name} must be at least 1 (got {getattr(args, name)})')
     if args.input_size < 32:
         raise UsageError(f'--input_size {args.input_size}: give at least 32 (the network downsamples 32x)')
+    args.configs = read_user_configs(CONFIG_FILE)  # as main.py reads them for --conv_config CAKES123D_P
     args.stages = [s for s in STAGES if s in args.stages and not (s == 'timing' and args.no_timing)
                    and not (s == 'torchrun' and args.no_torchrun)]
     return args
@@ -283,9 +286,8 @@ WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel, ThreadReplicas
 def build(args, op_code='conv1_2_3d', search=False, precision='fp32'):
     """The check network, the same weights in every process (seed 0), its forward in the run's dtype."""
     torch.manual_seed(0)
-    conv_config = None if search else resolve_conv_config('CAKES123D_P')
-    model = TemporalModel(NUM_CLASS, args.num_segments, op_code=op_code, search=search, conv_config=conv_config,
-                          dropout=0)
+    model = create_model(op_code=op_code, conv_config=None if search else CONFIG, num_class=NUM_CLASS,
+                         num_segments=args.num_segments, search=search, dropout=0, configs=args.configs)
     return model.use_autocast(amp_dtype(None if precision == 'fp32' else precision))
 
 
@@ -540,7 +542,11 @@ def torchrun_checks(args, dp):
             '--steps', str(args.steps),
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
             '--batch_per_gpu', str(args.batch_per_gpu)]
-        status, _, err = run_command(command, args.timeout)
+        # torchrun gives each worker one OpenMP thread; on the CPU they get this process's count, so that the
+        # convolutions sum in the same order and fp32 losses agree to rounding (with 1 against 2 threads they
+        # drift apart by ~1e-3 within 3 steps of these tiny shapes, over the tolerance).
+        env = {**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())} if not on_gpus(args) else None
+        status, _, err = run_command(command, args.timeout, env)
         if status != 0 or not os.path.isfile(out):
             return [row('torchrun', 'torchrun', '-', (failure(status, err, args.timeout), False))]
         with open(out) as f:
@@ -588,7 +594,7 @@ def main_checks(args):
 
 
 def main_flags(args, clips):
-    flags = ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P', '--num_segments', str(args.num_segments),
+    flags = ['--op_code', 'conv1_2_3d', '--conv_config', CONFIG, '--num_segments', str(args.num_segments),
              '--input_size', str(args.input_size), '-b', str(clips), '-p', '1', '--pretrained', 'none',
              '--warm', '0', '-j', '2' if on_gpus(args) else '0']
     if args.main_amp != 'fp32':
@@ -680,17 +686,16 @@ def default_form():
 
 def timing_rows(args):
     """benchmark_model's eval forward and train step at -b timing_batch on one device, with cudnn.benchmark as
-    main.py sets it for the network; the plans the planned forms chose, counted per network and mode."""
+    main.py sets it for the network (benchmark_model sets it); the plans the planned forms chose, counted per
+    network and mode."""
     benchmark_model = load_benchmark_model()
     frames, size, batch = args.timing_frames, args.timing_size, args.timing_batch
     settings = SimpleNamespace(impls=list(TIMED_IMPLS), num_segments=frames, input_size=size, repeats=args.repeats,
-                               no_train=False, per_layer=False)
+                               no_train=False, per_layer=False, configs=args.configs)
     default, shape = default_form(), f'{batch}x{frames}x{size}x{size}'
     rows = []
     for setting in TIMED_SETTINGS:
         op_code, _, config = setting.partition(':')
-        modes = cudnn_modes(SimpleNamespace(op_code=op_code, evaluate=False, seed=None))
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = modes
         for timed in benchmark_model.time_setting(setting, settings, torch.device(args.device), batch):
             form = timed['impl'] + (" (main.py's)" if timed['impl'] == default else '')
             rows.append(row(f"{timed['mode']} ms/clip", f'{config or op_code} {form}', 'fp32',

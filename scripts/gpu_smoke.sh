@@ -97,8 +97,10 @@ part gpu_check "${limits[0]}" "$PYTHON" scripts/gpu_check.py --device "$DEVICE" 
     ${check_args[@]+"${check_args[@]}"}
 part benchmark_model "${limits[1]}" "$PYTHON" scripts/benchmark_model.py --settings conv1_2_3d:CAKES123D_P \
     --impls plain channels_last planned planned_cl folded --per_layer "${shape[@]}"
+# Each of its 4 runs may take half the part's limit: the first torchrun on 8 GPUs (NCCL, 16 loader workers,
+# cuDNN's search) may well need more than a quarter; a hung one is still ended in time to name it.
 part "main.py bf16" "${limits[2]}" "$PYTHON" scripts/gpu_check.py --device "$DEVICE" --stages main --main_amp bf16 \
-    --timeout $((limits[2] / 4 + 1))
+    --timeout $((limits[2] / 2 + 1))
 
 echo "== summary ($DEVICE)"
 printf '%s\n' "${summary[@]}"

@@ -16,7 +16,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from cakes.runtime import tune_process  # noqa: E402
 
@@ -25,15 +26,16 @@ tune_process()  # before torch loads, as main.py
 import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import resolve_conv_config  # noqa: E402
+from cakes.conv_config import read_user_configs, resolve_conv_config  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
-from cakes.models import DEPTHS, TemporalModel  # noqa: E402
+from cakes.models import DEPTHS, create_model  # noqa: E402
 from cakes.ops import OP_CODES, op_spec, pruned_op_code  # noqa: E402
 from cakes.ops import latency  # noqa: E402
 from cakes.ops.search import width_combinations  # noqa: E402
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs, read as main.py reads them
 
 
 def parse_args(argv):
@@ -75,7 +77,8 @@ def setting_of(args, device):
 def video_shapes(op_code, arch, frames, input_size):
     """The op shapes of the video network, from its CAKES supernet on the meta device (shapes only)."""
     with torch.device('meta'):
-        supernet = TemporalModel(2, frames, op_code=pruned_op_code(op_code), search=True, backbone=arch)
+        supernet = create_model(op_code=pruned_op_code(op_code), num_class=2, num_segments=frames, arch=arch,
+                                search=True)
     return latency.op_shapes(supernet, torch.zeros(1, frames * 3, input_size, input_size, device='meta'))
 
 
@@ -83,7 +86,8 @@ def video_builder(op_code, arch, frames, num_class, setting):
     """config -> the pruned video network, on the device, in the setting's memory format and autocast."""
     def build(config):
         torch.manual_seed(0)
-        model = TemporalModel(num_class, frames, op_code=pruned_op_code(op_code), conv_config=config, backbone=arch)
+        model = create_model(op_code=pruned_op_code(op_code), conv_config=config, num_class=num_class,
+                             num_segments=frames, arch=arch)
         return model.to(setting.device).use_channels_last(setting.channels_last).use_autocast(setting.amp)
     return build
 
@@ -122,7 +126,8 @@ def check_ops(table, setting, count, repeats, log=print):
 
 def check_configs(table, setting, args, log=print):
     """The networks of the named configs timed together (`repeats` rounds), beside their predicted time."""
-    configs = {name: resolve_conv_config(name) for name in args.check_configs}
+    yours = read_user_configs(CONFIG_FILE)
+    configs = {name: resolve_conv_config(name, yours) for name in args.check_configs}
     build = video_builder(args.op_code, args.arch, args.num_segments, args.num_class, setting)
     clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=setting.device)
     kinds = [shape.kinds for shape in table.shapes]
@@ -132,7 +137,8 @@ def check_configs(table, setting, args, log=print):
                                   for name, config in configs.items()}, setting.device, args.repeats)
     for name in configs:
         ms = seconds[name] * 1e3
-        log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms ({predicted[name] / ms - 1:+.1%})')
+        log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms '
+            f'({predicted[name] / ms - 1:+.1%})')
 
 
 def plot(table, path):

@@ -1,6 +1,6 @@
 """The README and docs/ hold together: every docs page is reachable from the README, every relative link (and
 its #anchor) leads somewhere, and every command the README's fenced blocks show runs a script that exists with
-options that script has."""
+options that script has; and no file cites the behaviour document or an issue number."""
 import contextlib
 import functools
 import glob
@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -184,3 +185,24 @@ def test_an_unlinked_page_and_a_broken_link_are_caught(tmp_path):
                                                ('Kinetics-400, UCF101, HMDB51', 'kinetics-400-ucf101-hmdb51')])
 def test_slug_follows_github(heading, expected):
     assert slug(heading) == expected
+
+
+# The project's text says what is meant: no reference to the behaviour document's name or to issue numbers.
+CITATION = re.compile(r'\bSP' + r'EC\b|\b[Ii]ssue [0-9]+')
+
+
+def test_no_file_cites_the_specification_or_an_issue_number():
+    files = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if not files:
+        pytest.skip('not a git checkout')
+    found = []
+    for name in files:
+        if name.endswith(('.py', '.md', '.sh', '.txt', '.toml', '.cfg', '.json', '.yml', '.yaml')):
+            with open(os.path.join(REPO, name), encoding='utf-8', errors='replace') as f:
+                found += [f'{name}:{n}' for n, line in enumerate(f, 1) if CITATION.search(line)]
+    assert found == []
+
+
+def test_the_readme_stays_a_front_page():
+    """Under 15 KB: what does not fit goes into a docs/ page linked from it."""
+    assert os.path.getsize(README) < 15 * 1024

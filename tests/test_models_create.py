@@ -105,3 +105,21 @@ def test_import_cakes_loads_no_torch_and_create_model_comes_on_first_use():
     with pytest.raises(AttributeError, match="no attribute 'create_modle'"):
         import cakes
         cakes.create_modle
+
+
+def test_every_program_builds_its_network_by_create_model():
+    """main.py, predict.py, the scripts, the package and README's example call create_model; only cakes/models
+    (the factory, the class itself) names TemporalModel's constructor."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = []
+    for folder, _, names in os.walk(repo):
+        relative = os.path.relpath(folder, repo)
+        if relative.split(os.sep)[0] in ('tests', '.venv', '.git', 'build') or relative == os.path.join('cakes',
+                                                                                                         'models'):
+            continue
+        for name in names:
+            if name.endswith(('.py', '.md', '.sh')):
+                with open(os.path.join(folder, name), encoding='utf-8') as f:
+                    found += [f'{os.path.join(relative, name)}:{n}' for n, line in enumerate(f, 1)
+                              if 'TemporalModel(' in line]
+    assert found == []

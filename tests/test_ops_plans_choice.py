@@ -234,3 +234,32 @@ def test_plan_tables_of_earlier_checkpoints_load_and_write_back_unchanged():
     with pytest.raises(UsageError, match='does not fit'):
         plans.load_plans(model, {'base_model.layer1.0.convT': {next(iter(table['base_model.layer1.0.convT'])):
                                                                'merge(0+5)'}})
+
+
+def test_a_replica_folds_its_own_weights_even_at_the_address_of_earlier_ones():
+    """DataParallel broadcasts fresh weight copies to every replica at each forward; after an optimizer step the
+    caching allocator may give the new copies the address (and version 0) of the old ones. A replica's eval
+    forward must fold the weights it holds, not a cache of earlier copies."""
+    op = make_op().eval()
+    op.policy = plans.Policy(plans.parse('merge(0+1+2)'))
+    x = torch.randn(1, 4, 3, 8, 8)
+    storage = {name: p.detach().clone() for name, p in op.named_parameters()}
+
+    def replica_at_the_same_address():  # fresh tensors over one storage per weight, version alike
+        replica = replicate(op)
+        for name, tensor in storage.items():
+            module, _, attribute = name.rpartition('.')
+            setattr(replica.get_submodule(module), attribute, torch.empty(0).set_(tensor.untyped_storage(), 0,
+                                                                              tensor.shape, tensor.stride()))
+        return replica
+    with torch.no_grad():
+        before = replica_at_the_same_address()(x)
+        for name, tensor in storage.items():  # the optimizer changed the originals; the next copies land here
+            tensor.mul_(-1 if 'convs' in name else 1)
+        after = replica_at_the_same_address()(x)
+        for name, p in op.named_parameters():
+            p.copy_(storage[name])
+        op.policy = plans.BRANCH_FORM
+        expected = op(x)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, expected, atol=1e-5)

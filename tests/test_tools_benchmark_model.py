@@ -2,7 +2,9 @@
 import json
 import os
 
-from conftest_data import run_script
+import torch
+
+from conftest_data import load_script, run_script
 
 
 def test_table_per_layer_and_plot(tmp_path):
@@ -37,3 +39,24 @@ def test_table_per_layer_and_plot(tmp_path):
             line = next(line for line in lines if line.split()[:4] == [r['setting'], r['impl'], r['mode'],
                                                                           str(r['batch'])])
             assert line.endswith(', '.join(f'{plan} {count}' for plan, count in r['plans'].items()))
+
+
+def test_your_config_py_is_read_as_main_py_reads_it(tmp_path, monkeypatch):
+    """--table lists config.py's configs after the released ones, and a setting naming one builds its widths
+    (through create_model, as main.py's --conv_config would)."""
+    from cakes.complexity import count_flops
+    from cakes.configs import RELEASED
+    from cakes.models import create_model
+    benchmark_model = load_script('benchmark_model')
+    mine = [{'kxkxk': w // 4, '1xkxk': w - w // 4} for w in [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3]
+    config = tmp_path / 'config.py'
+    config.write_text(f'conv_configs = {{"MINE": {mine!r}}}\n')
+    monkeypatch.setattr(benchmark_model, 'CONFIG_FILE', str(config))
+    args = benchmark_model.parse_args(['--table', '--num_segments', '2', '--input_size', '32', '--impls', 'plain',
+                                       '--repeats', '1', '--no_train'])
+    released = [f'{benchmark_model.config_op_code(c)}:{key}' for key, c in RELEASED.items()]
+    assert 'conv1_2_3d:CAKES123D_P' in released
+    assert args.settings == ['conv3d', 'convp3d'] + released + ['convst:MINE']
+    [row] = benchmark_model.time_setting('convst:MINE', args, torch.device('cpu'), 1)
+    expected = count_flops(create_model(op_code='convst', conv_config=mine, num_segments=2), 2, 32) / 1e9
+    assert row['gflops'] == expected != count_flops(create_model(op_code='convst', num_segments=2), 2, 32) / 1e9

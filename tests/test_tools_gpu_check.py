@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
+from conftest import PLAN_ENV, TINY
 from conftest_data import REPO, load_script, run_script
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -22,12 +22,20 @@ def gpu_check():
     return load_script('gpu_check')
 
 
+@pytest.fixture
+def plans_timed(monkeypatch):
+    """As a user's run: CAKES_PLAN unset, so that the ops time and choose their plans (conftest's default is
+    the branch form, which chooses nothing)."""
+    monkeypatch.delenv(PLAN_ENV, raising=False)
+
+
 def test_every_stage_runs_on_the_cpu_and_prints_its_rows():
     """The whole script, as on a GPU machine but with tiny shapes: it must finish, print every stage's rows and
     exit 0, so that no stage can break unseen."""
     done = subprocess.run([sys.executable, os.path.join('scripts', 'gpu_check.py'), '--device', 'cpu',
                            '--steps', '2', '--repeats', '1', '--json'], cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=1200)
+                          env={**{k: v for k, v in os.environ.items() if k != PLAN_ENV}, 'OMP_NUM_THREADS': '1'},
+                          timeout=1200)  # as a user's run: plans timed (conftest's CAKES_PLAN left out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     rows = json.loads(lines[-1])
@@ -143,7 +151,7 @@ def small_model(gpu_check, amp=None):
     return gpu_check.build(args, precision='fp32').use_autocast(amp), torch.randint(0, 256, (4, 12, 32, 32)) / 255.
 
 
-def test_replica_threads_compute_what_the_model_computes_in_threads_of_their_own(gpu_check):
+def test_replica_threads_compute_what_the_model_computes_in_threads_of_their_own(gpu_check, plans_timed):
     model, clips = small_model(gpu_check)
     model.eval()  # BN on running statistics: the parts give what the whole batch gives
     threads = set()
@@ -219,7 +227,7 @@ def test_a_failure_names_the_error_line(gpu_check):
     assert gpu_check.failure(1, '', 10) == 'exit 1: no output'
 
 
-def test_refusing_new_plans_stops_an_op_that_would_choose_and_not_one_that_has_its_plans(gpu_check):
+def test_refusing_new_plans_stops_an_op_that_would_choose_and_not_one_that_has_its_plans(gpu_check, plans_timed):
     from cakes.ops import plans
     from cakes.ops.plans import choice
     model, clips = small_model(gpu_check)
@@ -237,7 +245,7 @@ def test_refusing_new_plans_stops_an_op_that_would_choose_and_not_one_that_has_i
     assert choice.choose is original
 
 
-def test_a_resume_from_a_checkpoint_without_its_plans_is_stopped(gpu_check, data, tmp_path):
+def test_a_resume_from_a_checkpoint_without_its_plans_is_stopped(gpu_check, plans_timed, data, tmp_path):
     """What the main stage's resume runs (main.py, refusing new plans) stops at the first plan it would choose."""
     from conftest import RUN, run_main
     cakes = ['--op_code', 'conv1_2_3d', '--conv_config', 'CAKES123D_P', '--no_tensorboard']

@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from cakes.errors import UsageError
 from cakes.files import write_text_atomic
 
-from . import plans
+from . import plans, timing
 from .kernels import kernel_shape, kind_of_size
 from .cakes import CakesOp
 from .op_time import OpTimes
 from .supernet import DropoutSupernetOp
 from .registry import default_widths
+
+MERGE_ALL = plans.Merge(((0, 1),))  # two branches as one convolution: the weights a merge assembles
 
 
 # ---------------------------------------------------------------- what a table is measured for
@@ -173,7 +175,7 @@ def time_steps(steps, device, repeats):
     order = list(steps)
     for r in range(repeats):
         for key in (order if r % 2 == 0 else order[::-1]):
-            best[key] = min(best[key], plans.timed(steps[key], device))
+            best[key] = min(best[key], timing.seconds(steps[key], device))
     return best
 
 
@@ -228,12 +230,11 @@ def stacked_steps(shape, setting, x, widths, grads):
     for width in widths:
         weight = full[:width].detach().requires_grad_(setting.train)
         if setting.train:
-            forward = (lambda w=weight: plans.execute(plans.STACKED, x, plans.build(plans.STACKED, [w], [None]),
-                                                      [w.shape[0]], shape.stride))
+            forward = (lambda w=weight: plans.STACKED.run(x, plans.STACKED.assemble([w], [None]), shape.stride))
             step = grad_step(forward, (x, weight), grads)
         else:
-            built = plans.build(plans.STACKED, [weight], [None])
-            step = (lambda b=built, w=width: plans.execute(plans.STACKED, x, b, [w], shape.stride))
+            built = plans.STACKED.assemble([weight], [None])
+            step = (lambda b=built: plans.STACKED.run(x, b, shape.stride))
         steps['stacked', width] = in_setting(step, setting)
     return steps
 
@@ -253,7 +254,7 @@ def overhead_steps(shape, setting, grads):
         weights = [torch.randn(w, shape.in_channels, *kernel_shape(kind, shape.k)[0], device=setting.device,
                                requires_grad=True)
                    for kind, w in (('kxkxk', width // 2), ('kx1x1', width - width // 2))]
-        steps['merge'] = in_setting(grad_step(lambda: plans.group_weights(weights, [None, None], [0, 1])[0],
+        steps['merge'] = in_setting(grad_step(lambda: MERGE_ALL.assemble(weights, [None, None])[0][1],
                                               weights, grads), setting)
     else:
         y = setting.input(width, out)
@@ -362,6 +363,11 @@ class LatencyTable:
     def train(self):
         return self.key['mode'] == 'train'
 
+    @property
+    def cost_limit(self):
+        """plans.COST_LIMIT of the table's device type: a CUDA table's torch version names cuDNN's."""
+        return plans.COST_LIMIT['cuda' if '(cudnn' in self.key['torch'] else 'cpu']
+
     def entry(self, shape):
         return next(e for e in self.entries if shape_from_json(e['shape']) == shape)
 
@@ -371,7 +377,7 @@ class LatencyTable:
             priced = {}
             for shape in self.shapes:
                 if shape not in priced:
-                    priced[shape] = OpTimes(shape, self.entry(shape), self.train)
+                    priced[shape] = OpTimes(shape, self.entry(shape), self.train, self.cost_limit)
             self._op_times = [priced[shape] for shape in self.shapes]
         return self._op_times
 

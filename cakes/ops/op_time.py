@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from . import plans
+from .plans.choice import MARGIN, set_partitions
 from .kernels import kernel_shape, kind_of_size
 
 
@@ -40,8 +40,9 @@ def interpolate(grid, times, at):
 class OpTimes:
     """One op shape's table entry, ready to price width combinations: `self(widths)` -> ms per row."""
 
-    def __init__(self, shape, entry, train):
-        self.shape, self.train = shape, train
+    def __init__(self, shape, entry, train, cost_limit):
+        """`cost_limit`: plans.COST_LIMIT of the device the table was measured on."""
+        self.shape, self.train, self.cost_limit = shape, train, cost_limit
         self.ms = {name: dense(entry['stacked_widths' if name == 'stacked' else 'widths'], values, shape.width)
                    for name, values in entry['ms'].items()}
         self.overhead = dict(entry['overhead'])
@@ -75,7 +76,7 @@ class OpTimes:
         if len(members) == 1:
             others.append((self.conv(kinds[members[0]], widths[:, members[0]]), macs, False))
         else:
-            partitions = plans.set_partitions(members) if len(members) <= 3 else [[members]]
+            partitions = set_partitions(members) if len(members) <= 3 else [[members]]
             for groups in partitions:
                 if all(len(g) == 1 for g in groups):
                     continue
@@ -87,11 +88,11 @@ class OpTimes:
         full = self.shape.width * math.prod(kernel_shape(self.enclosing(members), self.shape.k)[0])
         best = torch.full_like(branches, math.inf)
         for ms, cost, partial in others:
-            allowed = cost <= plans.COST_LIMIT * macs
+            allowed = cost <= self.cost_limit * macs
             if partial:
                 allowed &= cost < 0.95 * full
             best = torch.where(allowed, torch.minimum(best, ms), best)
-        return torch.where(best <= (1 - plans.MARGIN) * branches, best, branches)
+        return torch.where(best <= (1 - MARGIN) * branches, best, branches)
 
     def merge_time(self, groups, widths):
         ms, macs = 0.0, 0

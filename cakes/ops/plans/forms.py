@@ -123,7 +123,12 @@ def fold(weights, biases, bn):
 
 def folded_weights(op, plan, bn, x):
     """`plan`'s weights with `bn` folded in, for `x`'s device and dtype: assembled once, again after any of the
-    tensors they come from changed (an optimizer step, a loaded state_dict: version counter and storage)."""
+    tensors they come from changed (an optimizer step, a loaded state_dict: version counter and storage).
+    A nn.DataParallel replica (its weights are not Parameters) assembles them at every forward: its weights are
+    fresh copies each time, which CUDA's caching allocator may place where the last ones were (same address,
+    version 0) after the originals changed, so no stamp of theirs can tell new weights from old."""
+    if not isinstance(op.convs[0][0].weight, nn.Parameter):
+        return plan.assemble(*fold(*branch_weights(op), bn))
     sources = [t for branch in op.convs for t in (branch[0].weight, branch[0].bias)] + \
         [bn.running_mean, bn.running_var, bn.weight, bn.bias]
     stamp = tuple((t._version, t.data_ptr()) for t in sources if t is not None)
