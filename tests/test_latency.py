@@ -117,7 +117,7 @@ def test_a_table_file_of_another_run_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize('content, why', [
     ('not json', 'not JSON'), ('{"a": 1}', "no 'format'"), ('[1, 2]', "no 'format'"),
     ('{"format": "cakes latency table", "version": 99}', 'version 99'),
-    ('{"format": "cakes latency table", "version": 1, "key": {}}', 'malformed'),
+    ('{"format": "cakes latency table", "version": 2, "key": {}}', 'malformed'),
 ])
 def test_a_file_that_is_not_a_table_is_refused(tmp_path, content, why):
     path = tmp_path / 'table.json'

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from . import plans
+from .plans.choice import CAP, COST_LIMIT, MARGIN, MIN_WORK, set_partitions
 from .kernels import kernel_shape, kind_of_size
 
 
@@ -40,8 +40,10 @@ def interpolate(grid, times, at):
 class OpTimes:
     """One op shape's table entry, ready to price width combinations: `self(widths)` -> ms per row."""
 
-    def __init__(self, shape, entry, train):
-        self.shape, self.train = shape, train
+    def __init__(self, shape, entry, train, device='cpu', batch=1):
+        self.shape, self.train, self.device = shape, train, device
+        # the clips the plans' choice times on (cakes.ops.plans.choice.CAP)
+        self.timed_clips = min(batch, CAP.get(device, 1))
         self.ms = {name: dense(entry['stacked_widths' if name == 'stacked' else 'widths'], values, shape.width)
                    for name, values in entry['ms'].items()}
         self.overhead = dict(entry['overhead'])
@@ -75,7 +77,7 @@ class OpTimes:
         if len(members) == 1:
             others.append((self.conv(kinds[members[0]], widths[:, members[0]]), macs, False))
         else:
-            partitions = plans.set_partitions(members) if len(members) <= 3 else [[members]]
+            partitions = set_partitions(members) if len(members) <= 3 else [[members]]
             for groups in partitions:
                 if all(len(g) == 1 for g in groups):
                     continue
@@ -87,11 +89,22 @@ class OpTimes:
         full = self.shape.width * math.prod(kernel_shape(self.enclosing(members), self.shape.k)[0])
         best = torch.full_like(branches, math.inf)
         for ms, cost, partial in others:
-            allowed = cost <= plans.COST_LIMIT * macs
+            allowed = cost <= COST_LIMIT[self.device] * macs
             if partial:
                 allowed &= cost < 0.95 * full
             best = torch.where(allowed, torch.minimum(best, ms), best)
-        return torch.where(best <= (1 - plans.MARGIN) * branches, best, branches)
+        # where the plans' choice times nothing it keeps the branch form
+        return torch.where((best <= (1 - MARGIN) * branches) & self.timed(macs), best, branches)
+
+    def timed(self, macs):
+        """Per row, whether the plans' choice times plans at all (cakes.ops.plans.choice.worth_timing): on a
+        device it times on, when the branch form's step does at least MIN_WORK multiply-adds at the timed batch
+        (`macs`: per row, the kernels' multiply-adds per input channel and output position)."""
+        if self.device not in CAP:
+            return torch.zeros_like(macs, dtype=torch.bool)
+        shape = self.shape
+        work = self.timed_clips * macs * shape.in_channels * math.prod(shape.output()) * (3 if self.train else 1)
+        return work >= MIN_WORK[self.device]
 
     def merge_time(self, groups, widths):
         ms, macs = 0.0, 0
