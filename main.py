@@ -116,9 +116,9 @@ def build_parser():
                         'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
                         '--target_gflops (default 1: the released rule)')
     p.add_argument('--target_ms', type=float, default=None, metavar='T',
-                   help='with --prune: keep C channels per layer, choosing the kinds that keep the most |BN scale| with '
-                        'the pruned network predicted to take at most T ms on this device: an eval forward of one clip '
-                        'at --num_segments and --input_size in the form main.py runs it (--latency_batch, '
+                   help='with --prune: keep C channels per layer, choosing the kinds that keep the most |BN scale| '
+                        'with the pruned network predicted to take at most T ms on this device: an eval forward of '
+                        'one clip at --num_segments and --input_size in the form main.py runs it (--latency_batch, '
                         '--latency_mode for others); a latency table is measured first (minutes) and cached')
     p.add_argument('--target_speedup', type=float, default=None, metavar='S',
                    help="with --prune: as --target_ms, at the released rule's predicted time over S")

@@ -99,8 +99,8 @@ def main(argv=None):
     searchable = supernet.cakes_ops()
     flops = video_flops(args.op_code, args.arch, args.num_segments, args.input_size)
     configs = {'(a) released rule': prune_config(searchable)}
-    configs['(b) FLOPs budget'] = prune_video_to_budget(supernet, args.flops_share * flops(configs['(a) released rule']),
-                                                        args.input_size).config
+    target_flops = args.flops_share * flops(configs['(a) released rule'])
+    configs['(b) FLOPs budget'] = prune_video_to_budget(supernet, target_flops, args.input_size).config
     first = network.measure(configs, setting, args.repeats)
     targets = {'(c) time budget': args.time_share * first['(a) released rule'],
                '(d) time of (b)': first['(b) FLOPs budget']}

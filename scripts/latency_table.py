@@ -101,7 +101,8 @@ def check_configs(table, setting, args, log=print):
     predicted = {name: latency.predicted_time(full_config(config, table), table) for name, config in configs.items()}
     measured = network_of(args).measure(configs, setting, args.repeats)
     for name, ms in measured.items():
-        log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms ({predicted[name] / ms - 1:+.1%})')
+        log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms '
+            f'({predicted[name] / ms - 1:+.1%})')
 
 
 def plot(table, path):

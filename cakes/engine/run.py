@@ -135,7 +135,7 @@ def run(args, conv_config, source=None):
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
     if args.reweight == 'latency' and args.sparsity_regularization and not args.evaluate:
         # the replica's share of -b under DataParallel, the process's under torchrun (batch_size already)
-        share = batch_size // gpus if gpus and not distributed.active() else batch_size
+        share = -(-batch_size // gpus) if gpus and not distributed.active() else batch_size
         loop.costs = search_costs(args, len(class_names), device, share, log)
         log('=> --reweight latency: L1 weights per kind, shares of the measured time: ' + weights_text(loop.costs))
     views = evaluation_views(args)

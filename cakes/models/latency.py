@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cakes.errors import UsageError
 from cakes.ops import latency, pruned_op_code
 from cakes.ops import timing
 
@@ -68,3 +69,12 @@ class VideoNetwork:
 def full_config(config, table):
     """A config (per op {kind: width}) with every kind of the table's ops present, 0 where it has none."""
     return [{kind: widths.get(kind, 0) for kind in shape.kinds} for widths, shape in zip(config, table.shapes)]
+
+
+def predicted_ms(config, table):
+    """The predicted ms of a network of `config` (a pruned network's widths; kinds it lacks are 0) on `table`, a
+    table measured for a network of the same op shapes (else a UsageError naming the op that differs)."""
+    if len(config) != len(table.shapes):
+        raise UsageError(f"the latency table was measured for {len(table.shapes)} CAKES ops ({table.key['network']}), "
+                         f'the config has {len(config)}: give a table of this network')
+    return latency.predicted_time(full_config(config, table), table)

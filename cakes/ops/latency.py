@@ -81,7 +81,8 @@ class Setting:
 
     def key(self):
         """What a table measured in this setting is valid for (the op shapes and the network aside)."""
-        return {'device_type': self.device.type, 'device': device_name(self.device), 'torch': torch_version(self.device),
+        return {'device_type': self.device.type, 'device': device_name(self.device),
+                'torch': torch_version(self.device),
                 'dtype': str(self.amp or torch.float32).replace('torch.', ''),
                 'memory_format': 'channels_last' if self.channels_last else 'contiguous',
                 'mode': 'train' if self.train else 'eval', 'batch': self.batch}
@@ -185,8 +186,8 @@ def conv_steps(shape, setting, x, kinds, widths, grads):
         for width in widths:
             weight = full[:width].detach().requires_grad_(setting.train)
             forward = (lambda w=weight, p=padding: plans.run_conv(x, w, None, shape.stride, p))
-            steps[kind, width] = in_setting(timing.train_step(forward, (x, weight), grads) if setting.train else forward,
-                                            setting)
+            step = timing.train_step(forward, (x, weight), grads) if setting.train else forward
+            steps[kind, width] = in_setting(step, setting)
     return steps
 
 
@@ -420,8 +421,8 @@ def save_table(table, path):
     write_text_atomic(path, json.dumps(table.to_json(), indent=1) + '\n')
 
 
-KEY_NAMES = {'device_type': 'device type', 'device': 'device', 'torch': 'torch version', 'dtype': 'dtype', 'memory_format': 'memory format',
-             'mode': 'mode', 'batch': 'batch per device', 'network': 'network', 'ops': 'op shapes'}
+KEY_NAMES = {'device_type': 'device type', 'device': 'device', 'torch': 'torch version', 'dtype': 'dtype',
+             'memory_format': 'memory format', 'mode': 'mode', 'batch': 'batch per device', 'network': 'network', 'ops': 'op shapes'}
 
 
 def check_key(table, key, path):
