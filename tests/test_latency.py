@@ -194,6 +194,16 @@ def test_a_merge_that_beats_the_branches_by_the_margin_is_the_op_time():
     assert predicted(synthetic(cheap_3d), (1, 0, 7)) == pytest.approx(10 + 0.01 + 5 + 7 / 3 + 0.1 + 0.2)
 
 
+def test_on_cuda_an_op_below_the_plans_minimum_work_keeps_the_branch_form():
+    slow_1d = {**LINEAR, 'kx1x1': lambda w: 5 + w / 3}
+    table = synthetic(slow_1d)
+    table.key['device_type'] = 'cuda'  # the plans' choice times nothing below MIN_WORK multiply-adds on CUDA
+    assert predicted(table, (6, 1, 1)) == pytest.approx(10 + 18 + 1 + 5 + 1 / 3 + 0.3)
+    table = synthetic(slow_1d)
+    table.key['device_type'] = 'mps'  # nor on a device it has no timing for
+    assert predicted(table, (6, 1, 1)) == pytest.approx(10 + 18 + 1 + 5 + 1 / 3 + 0.3)
+
+
 def test_the_stacked_plan_is_priced_at_its_temporal_taps():
     table = synthetic({**LINEAR, 'stacked': lambda w: 1.0 * w})
     # 4 kxkxk channels (3 taps each) and 4 1xkxk (1 tap): 16 taps, as 16 / 3 kxkxk channels of the table

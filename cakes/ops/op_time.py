@@ -73,6 +73,8 @@ class OpTimes:
         branches = sum(self.conv(kinds[i], widths[:, i]) for i in members) + self.overhead[f'cat{len(members)}']
         if not self.train:
             branches = branches + self.overhead['bn']
+        if self.device not in CAP:  # no timing set up for the device: the plans' choice keeps the branch form
+            return branches
         others = []  # (ms, multiply-adds, a partial merge)
         if len(members) == 1:
             others.append((self.conv(kinds[members[0]], widths[:, members[0]]), macs, False))
@@ -100,8 +102,6 @@ class OpTimes:
         """Per row, whether the plans' choice times plans at all (cakes.ops.plans.choice.worth_timing): on a
         device it times on, when the branch form's step does at least MIN_WORK multiply-adds at the timed batch
         (`macs`: per row, the kernels' multiply-adds per input channel and output position)."""
-        if self.device not in CAP:
-            return torch.zeros_like(macs, dtype=torch.bool)
         shape = self.shape
         work = self.timed_clips * macs * shape.in_channels * math.prod(shape.output()) * (3 if self.train else 1)
         return work >= MIN_WORK[self.device]
