@@ -25,7 +25,7 @@ from cakes.files import write_atomic  # noqa: E402
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import create_model  # noqa: E402
-from cakes.models.latency import predicted_ms  # noqa: E402
+from cakes.models.latency import VideoNetwork, predicted_ms  # noqa: E402
 from cakes.ops.latency import load_table  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402
 
@@ -77,7 +77,9 @@ def run_point(scores_path, checkpoint_path, input_size=224, flags=None, configs=
     label = f"{os.path.basename(prune_output_prefix(checkpoint_path))} {description['num_segments']}f"
     return {'label': label, 'top1': accuracy, 'videos': videos, 'params': count_params(model),
             'flops': count_flops(model, description['num_segments'], input_size),
-            'conv_config': description['conv_config']}
+            'conv_config': description['conv_config'],
+            'network': VideoNetwork(description['op_code'], description['arch'], description['num_segments'],
+                                    input_size, description['num_class'])}
 
 
 def published_points():
@@ -120,7 +122,7 @@ def main(argv=None):
         if table is not None:
             if p['conv_config'] is None:
                 raise UsageError(f"{p['label']} has no CAKES config: --latency_table predicts CAKES networks' time")
-            p['ms'] = predicted_ms(p['conv_config'], table)
+            p['ms'] = predicted_ms(p['conv_config'], table, p['network'])
             p['label'] += f" {p['ms']:.1f} ms"
         print(f"{p['label']}: top-1 {p['top1']:.3f} over {p['videos']} videos, {p['params'] / 1e6:.2f} M params, "
               f"{p['flops'] / 1e9:.2f} GFLOPs" + (f", {p['ms']:.1f} ms predicted" if 'ms' in p else ''))

@@ -19,7 +19,7 @@ from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, 
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
 from cakes.models.description import checkpoint_classes  # noqa: E402
-from cakes.models.latency import predicted_ms  # noqa: E402
+from cakes.models.latency import VideoNetwork, predicted_ms  # noqa: E402
 from cakes.ops.latency import load_table  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
 from cakes.ops.settling import CHECKPOINT_KEY, SettlingHistory  # noqa: E402
@@ -110,7 +110,9 @@ def main(argv=None):
         name, config, frames, classes, history = load_source(value, known)
         entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size, classes))
         if table is not None:
-            entries[-1]['ms'] = predicted_ms(config, table)
+            e = entries[-1]
+            network = VideoNetwork(e['op_code'], e['arch'], e['num_segments'], e['input_size'], classes)
+            e['ms'] = predicted_ms(config, table, network)
         if history is not None:
             histories.append((name, history))
             print(f'{name}: {history.stop_text()}')

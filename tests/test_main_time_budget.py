@@ -159,3 +159,16 @@ def test_a_time_budgets_files_and_picture_are_named_by_its_target(tmp_path):
     assert budget_names(args) == ('_40ms', '\npruned to at most 40 ms predicted (eval, batch 1)')
     args = dataclasses.replace(args, target_ms=None, target_speedup=1.5, latency_mode='train', latency_batch=8)
     assert budget_names(args) == ('_1.5x', "\npruned to the released rule's time / 1.5 predicted (train, batch 8)")
+
+
+def test_a_table_prices_networks_of_its_op_shapes_only(tmp_path):
+    from cakes.configs import RELEASED
+    from cakes.models.latency import VideoNetwork, predicted_ms
+    table = write_table(settings(), 174, tmp_path / 'table.json')
+    config = RELEASED['CAKES12D_C']  # 1xkxk and 3x1x1 only: a conv1_2_3d network without 3D channels
+    expected = 5.0 + sum(0.01 * w.get('1xkxk', 0) + 0.005 * w.get('kx1x1', 0) + 0.03 for w in config)
+    assert predicted_ms(config, table, VideoNetwork('conv1_2d', frames=FRAMES, input_size=SIZE)) == \
+        pytest.approx(expected)
+    with pytest.raises(Exception, match=r'measured for TemporalModel resnet50 conv1_2_3d, 2 frames of 32x32, 174 '
+                                        r'classes, not TemporalModel resnet50 conv1_2_3d, 4 frames'):
+        predicted_ms(config, table, VideoNetwork('conv1_2_3d', frames=4, input_size=SIZE))

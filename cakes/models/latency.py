@@ -71,10 +71,23 @@ def full_config(config, table):
     return [{kind: widths.get(kind, 0) for kind in shape.kinds} for widths, shape in zip(config, table.shapes)]
 
 
-def predicted_ms(config, table):
+def predicted_ms(config, table, network=None):
     """The predicted ms of a network of `config` (a pruned network's widths; kinds it lacks are 0) on `table`, a
-    table measured for a network of the same op shapes (else a UsageError naming the op that differs)."""
+    table measured for that network (`network`, a VideoNetwork: a table of ops of other shapes or kinds is a
+    UsageError naming both networks)."""
+    if network is not None and not priced_by(network, table):
+        raise UsageError(f"the latency table was measured for {table.key['network']}, not {network.text()}: give a "
+                         'table of this network (scripts/latency_table.py)')
     if len(config) != len(table.shapes):
         raise UsageError(f"the latency table was measured for {len(table.shapes)} CAKES ops ({table.key['network']}), "
                          f'the config has {len(config)}: give a table of this network')
     return latency.predicted_time(full_config(config, table), table)
+
+
+def priced_by(network, table):
+    """Whether `table` prices `network`: ops of the same input, stride and C, their kinds among the table's (a
+    conv1_2d network is a conv1_2_3d one without 3D channels)."""
+    ours, theirs = network.shapes(), table.shapes
+    return len(ours) == len(theirs) and all(
+        (a.in_channels, a.input, a.stride, a.width) == (b.in_channels, b.input, b.stride, b.width)
+        and set(a.kinds) <= set(b.kinds) for a, b in zip(ours, theirs))
