@@ -75,7 +75,9 @@ def build_parser():
     p.add_argument('--search', action='store_true', help='build the supernet')
     p.add_argument('--prune', action='store_true', help='write the pruned conv_config of a supernet and exit')
     p.add_argument('--prune_model_path', default='', help='the supernet checkpoint to prune')
-    p.add_argument('--reweight', action='store_true', help='cost-aware sparsity weights (27 : 9 : 3)')
+    p.add_argument('--reweight', nargs='?', const=True, default=False, choices=['latency'],
+                   help="cost-aware sparsity weights: 27 : 9 : 3 (--reweight, as released), or each kind's share of "
+                        'the time measured on this device at the run\'s shapes (--reweight latency)')
     p.add_argument('--finetune', default='', help='supernet checkpoint to initialise the pruned network from')
     # Additions to the released command line.
     p.add_argument('--input_size', type=int, default=224,
@@ -113,6 +115,20 @@ def build_parser():
                    help='with --prune: as many channels per block, every branch width a multiple of M (8 for tensor '
                         'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
                         '--target_gflops (default 1: the released rule)')
+    p.add_argument('--target_ms', type=float, default=None, metavar='T',
+                   help='with --prune: keep C channels per layer, choosing the kinds that keep the most |BN scale| '
+                        'with the pruned network predicted to take at most T ms on this device: an eval forward of '
+                        'one clip at --num_segments and --input_size in the form main.py runs it (--latency_batch, '
+                        '--latency_mode for others); a latency table is measured first (minutes) and cached')
+    p.add_argument('--target_speedup', type=float, default=None, metavar='S',
+                   help="with --prune: as --target_ms, at the released rule's predicted time over S")
+    p.add_argument('--latency_batch', type=int, default=1, metavar='B',
+                   help='with --target_ms/--target_speedup: the time of B clips per device (default 1)')
+    p.add_argument('--latency_mode', choices=['eval', 'train'], default='eval',
+                   help='with --target_ms/--target_speedup: the time of an eval forward (default) or of a train step')
+    p.add_argument('--latency_table', default='', metavar='FILE.json',
+                   help='with --target_ms/--target_speedup or --reweight latency: read the latency table from FILE '
+                        'when it exists (it must be measured for this run), else measure it and write it there')
     # Testing as the papers test (with --evaluate): several clips and crops per video.
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
@@ -174,6 +190,7 @@ def check_combinations(args):
         raise UsageError('--reweight scales the sparsity term: add -sr')
     if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
         raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
+    check_time_budget(args)
     if args.width_multiple != 1 and (not args.prune or args.width_multiple < 1):
         raise UsageError('--width_multiple M makes the branch widths that --prune chooses multiples of M: add --prune '
                          'and give M >= 1')
@@ -194,6 +211,25 @@ def check_combinations(args):
     if args.sync_bn and not (distributed.launched_by_torchrun() and torch.cuda.is_available()):
         raise UsageError('--sync_bn synchronises BN across the GPU processes of torchrun (SyncBatchNorm needs '
                          'CUDA): launch with torchrun on GPUs, or drop it')
+
+
+def check_time_budget(args):
+    """The flags of a time budget and of --reweight latency."""
+    timed = args.target_ms is not None or args.target_speedup is not None
+    for flag, value in (('--target_ms T', args.target_ms), ('--target_speedup S', args.target_speedup)):
+        if value is not None and (not args.prune or value <= 0):
+            raise UsageError(f'{flag} is the time budget of --prune: add --prune and give a value > 0')
+    if args.target_ms is not None and args.target_speedup is not None:
+        raise UsageError('give either --target_ms or --target_speedup, not both')
+    if timed and args.target_gflops is not None:
+        raise UsageError('give either a time budget (--target_ms, --target_speedup) or --target_gflops, not both')
+    if not timed and (args.latency_batch != 1 or args.latency_mode != 'eval'):
+        raise UsageError('--latency_batch and --latency_mode say what --target_ms/--target_speedup time: add one')
+    if args.latency_batch < 1:
+        raise UsageError('--latency_batch B is the clips per device of the time budget: give B >= 1')
+    if args.latency_table and not timed and args.reweight != 'latency':
+        raise UsageError('--latency_table FILE is read by --target_ms/--target_speedup and --reweight latency: add '
+                         'one of them')
 
 
 def main(argv=None):

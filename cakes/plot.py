@@ -108,7 +108,8 @@ def draw_panel(ax, entry, with_frames=False):
     ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=9, frameon=False,
               alignment='left',
               title=f"{entry['name']}\n{entry['params'] / 1e6:.2f} M params, {entry['flops'] / 1e9:.2f} GFLOPs"
-                    + (f" ({entry['num_segments']} frames)" if with_frames else ''))
+                    + (f" ({entry['num_segments']} frames)" if with_frames else '')
+                    + (f"\n{entry['ms']:.1f} ms predicted" if entry.get('ms') is not None else ''))
 
 
 def settling_figure(entries, histories):

@@ -51,7 +51,7 @@ class Settings:
     search: bool
     prune: bool
     prune_model_path: str
-    reweight: bool
+    reweight: bool | str  # True: the released 27 : 9 : 3; 'latency': shares of the measured time
     finetune: str
     # Additions to the released command line.
     input_size: int
@@ -66,6 +66,11 @@ class Settings:
     no_tensorboard: bool
     target_gflops: float | None
     width_multiple: int
+    target_ms: float | None
+    target_speedup: float | None
+    latency_batch: int
+    latency_mode: str
+    latency_table: str
     # How --evaluate tests (cakes.data.views).
     test_crops: int
     full_res: bool

@@ -16,8 +16,7 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cakes.runtime import tune_process  # noqa: E402
 
@@ -26,16 +25,16 @@ tune_process()  # before torch loads, as main.py
 import torch  # noqa: E402
 
 from cakes.cli import run_cli  # noqa: E402
-from cakes.conv_config import read_user_configs, resolve_conv_config  # noqa: E402
+from cakes.conv_config import resolve_conv_config  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.files import write_atomic  # noqa: E402
-from cakes.models import DEPTHS, create_model  # noqa: E402
-from cakes.ops import OP_CODES, op_spec, pruned_op_code  # noqa: E402
+from cakes.models import DEPTHS  # noqa: E402
+from cakes.models.latency import VideoNetwork, full_config  # noqa: E402
+from cakes.ops import OP_CODES, op_spec  # noqa: E402
 from cakes.ops import latency  # noqa: E402
 from cakes.ops.search import width_combinations  # noqa: E402
 
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-CONFIG_FILE = os.path.join(ROOT, 'config.py')  # your conv_configs, read as main.py reads them
 
 
 def parse_args(argv):
@@ -74,36 +73,8 @@ def setting_of(args, device):
     return latency.Setting(device, args.batch, AMP.get(args.amp), channels_last, args.mode == 'train')
 
 
-def video_shapes(op_code, arch, frames, input_size):
-    """The op shapes of the video network, from its CAKES supernet on the meta device (shapes only)."""
-    with torch.device('meta'):
-        supernet = create_model(op_code=pruned_op_code(op_code), num_class=2, num_segments=frames, arch=arch,
-                                search=True)
-    return latency.op_shapes(supernet, torch.zeros(1, frames * 3, input_size, input_size, device='meta'))
-
-
-def video_builder(op_code, arch, frames, num_class, setting):
-    """config -> the pruned video network, on the device, in the setting's memory format and autocast."""
-    def build(config):
-        torch.manual_seed(0)
-        model = create_model(op_code=pruned_op_code(op_code), conv_config=config, num_class=num_class,
-                             num_segments=frames, arch=arch)
-        return model.to(setting.device).use_channels_last(setting.channels_last).use_autocast(setting.amp)
-    return build
-
-
-def video_network(op_code, arch, frames, input_size, num_class):
-    return (f'TemporalModel {arch} {pruned_op_code(op_code)}, {frames} frames of {input_size}x{input_size}, '
-            f'{num_class} classes')
-
-
-def video_table(args, device, log=print):
-    setting = setting_of(args, device)
-    shapes = video_shapes(args.op_code, args.arch, args.num_segments, args.input_size)
-    clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size)
-    build = video_builder(args.op_code, args.arch, args.num_segments, args.num_class, setting)
-    network = video_network(args.op_code, args.arch, args.num_segments, args.input_size, args.num_class)
-    return latency.latency_table(shapes, setting, network, build, clip, args.table, args.repeats, log), setting
+def network_of(args):
+    return VideoNetwork(args.op_code, args.arch, args.num_segments, args.input_size, args.num_class)
 
 
 def check_ops(table, setting, count, repeats, log=print):
@@ -126,17 +97,10 @@ def check_ops(table, setting, count, repeats, log=print):
 
 def check_configs(table, setting, args, log=print):
     """The networks of the named configs timed together (`repeats` rounds), beside their predicted time."""
-    yours = read_user_configs(CONFIG_FILE)
-    configs = {name: resolve_conv_config(name, yours) for name in args.check_configs}
-    build = video_builder(args.op_code, args.arch, args.num_segments, args.num_class, setting)
-    clip = torch.randn(args.batch, args.num_segments * 3, args.input_size, args.input_size, device=setting.device)
-    kinds = [shape.kinds for shape in table.shapes]
-    predicted = {name: table.predicted_ms([{kind: c.get(kind, 0) for kind in k} for c, k in zip(config, kinds)])
-                 for name, config in configs.items()}
-    seconds = latency.time_steps({name: latency.network_step(build(config), clip, setting)
-                                  for name, config in configs.items()}, setting.device, args.repeats)
-    for name in configs:
-        ms = seconds[name] * 1e3
+    configs = {name: resolve_conv_config(name) for name in args.check_configs}
+    predicted = {name: latency.predicted_time(full_config(config, table), table) for name, config in configs.items()}
+    measured = network_of(args).measure(configs, setting, args.repeats)
+    for name, ms in measured.items():
         log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms '
             f'({predicted[name] / ms - 1:+.1%})')
 
@@ -178,7 +142,8 @@ def main(argv=None):
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.backends.cudnn.benchmark = device.type == 'cuda'  # as main.py runs a pruned network without --seed
     start = time.perf_counter()
-    table, setting = video_table(args, device)
+    setting = setting_of(args, device)
+    table = network_of(args).table(setting, args.table, args.repeats)
     key = table.key
     print(f"{key['network']}: {key['mode']}, batch {key['batch']}, {key['dtype']}, {key['memory_format']}, "
           f"{key['device']}, torch {key['torch']}")

@@ -25,6 +25,8 @@ from cakes.files import write_atomic  # noqa: E402
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix  # noqa: E402
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import create_model  # noqa: E402
+from cakes.models.latency import VideoNetwork, predicted_ms  # noqa: E402
+from cakes.ops.latency import load_table  # noqa: E402
 from cakes.plot import png_bytes  # noqa: E402
 
 COMPLEXITY = os.path.join(ROOT, 'tests', 'data', 'complexity.json')
@@ -42,6 +44,9 @@ def parse_args(argv):
                    help='the --save_scores file of an evaluation and the checkpoint evaluated (repeat per run)')
     p.add_argument('--out', required=True, help='the PNG to write')
     p.add_argument('--input_size', type=int, default=224, help='crop size the runs were evaluated at')
+    p.add_argument('--latency_table', default=None, metavar='FILE.json',
+                   help="a latency table of the runs' network (scripts/latency_table.py): each run's predicted ms is "
+                        'printed and shown beside it')
     add_model_flags(p, resume=False, names=False)
     return p.parse_args(argv)
 
@@ -71,7 +76,10 @@ def run_point(scores_path, checkpoint_path, input_size=224, flags=None, configs=
         model = create_model(**description)
     label = f"{os.path.basename(prune_output_prefix(checkpoint_path))} {description['num_segments']}f"
     return {'label': label, 'top1': accuracy, 'videos': videos, 'params': count_params(model),
-            'flops': count_flops(model, description['num_segments'], input_size)}
+            'flops': count_flops(model, description['num_segments'], input_size),
+            'conv_config': description['conv_config'],
+            'network': VideoNetwork(description['op_code'], description['arch'], description['num_segments'],
+                                    input_size, description['num_class'])}
 
 
 def published_points():
@@ -109,9 +117,15 @@ def main(argv=None):
     args = parse_args(argv)
     configs = read_user_configs(CONFIG_FILE) if args.conv_config else None
     runs = [run_point(scores, checkpoint, args.input_size, args, configs) for scores, checkpoint in args.run]
+    table = load_table(args.latency_table) if args.latency_table else None
     for p in runs:
+        if table is not None:
+            if p['conv_config'] is None:
+                raise UsageError(f"{p['label']} has no CAKES config: --latency_table predicts CAKES networks' time")
+            p['ms'] = predicted_ms(p['conv_config'], table, p['network'])
+            p['label'] += f" {p['ms']:.1f} ms"
         print(f"{p['label']}: top-1 {p['top1']:.3f} over {p['videos']} videos, {p['params'] / 1e6:.2f} M params, "
-              f"{p['flops'] / 1e9:.2f} GFLOPs")
+              f"{p['flops'] / 1e9:.2f} GFLOPs" + (f", {p['ms']:.1f} ms predicted" if 'ms' in p else ''))
     data = png_bytes(pareto_figure(runs, published_points()))
     write_atomic(args.out, lambda f: f.write(data))
     print(f'written {args.out}')

@@ -19,6 +19,8 @@ from cakes.models.checkpoint import cakes_widths, load_checkpoint, model_state, 
 from cakes.errors import UsageError  # noqa: E402
 from cakes.models import read_description  # noqa: E402
 from cakes.models.description import checkpoint_classes  # noqa: E402
+from cakes.models.latency import VideoNetwork, predicted_ms  # noqa: E402
+from cakes.ops.latency import load_table  # noqa: E402
 from cakes.ops.search import count_kept, kept_indices  # noqa: E402
 from cakes.ops.settling import CHECKPOINT_KEY, SettlingHistory  # noqa: E402
 from cakes.plot import describe_config, save_config_picture  # noqa: E402
@@ -33,6 +35,9 @@ def parse_args(argv):
     p.add_argument('--num_segments', type=int, default=None,
                    help='frames the GFLOPs are counted at (default: a checkpoint\'s own, else 8)')
     p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--latency_table', default=None, metavar='FILE.json',
+                   help="a latency table of the configs' network (scripts/latency_table.py): each panel shows its "
+                        'predicted ms')
     return p.parse_args(argv)
 
 
@@ -99,17 +104,23 @@ def state_config(state, path):
 def main(argv=None):
     args = parse_args(argv)
     known = conv_configs(read_user_configs(CONFIG_FILE))
+    table = load_table(args.latency_table) if args.latency_table else None
     entries, histories = [], []
     for value in args.configs:
         name, config, frames, classes, history = load_source(value, known)
         entries.append(describe_config(name, config, args.num_segments or frames or 8, args.input_size, classes))
+        if table is not None:
+            e = entries[-1]
+            network = VideoNetwork(e['op_code'], e['arch'], e['num_segments'], e['input_size'], classes)
+            e['ms'] = predicted_ms(config, table, network)
         if history is not None:
             histories.append((name, history))
             print(f'{name}: {history.stop_text()}')
     if len({entry['arch'] for entry in entries}) > 1:
         raise UsageError('the configs are of different backbones: draw them in separate pictures')
     print(f"written {save_config_picture(entries, args.out, histories)}: " + ', '.join(
-        f"{e['name']} {e['params'] / 1e6:.2f} M params {e['flops'] / 1e9:.2f} GFLOPs" for e in entries))
+        f"{e['name']} {e['params'] / 1e6:.2f} M params {e['flops'] / 1e9:.2f} GFLOPs"
+        + (f" {e['ms']:.1f} ms predicted" if 'ms' in e else '') for e in entries))
 
 
 if __name__ == '__main__':

@@ -117,7 +117,7 @@ def test_a_table_file_of_another_run_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize('content, why', [
     ('not json', 'not JSON'), ('{"a": 1}', "no 'format'"), ('[1, 2]', "no 'format'"),
     ('{"format": "cakes latency table", "version": 99}', 'version 99'),
-    ('{"format": "cakes latency table", "version": 1, "key": {}}', 'malformed'),
+    ('{"format": "cakes latency table", "version": 2, "key": {}}', 'malformed'),
 ])
 def test_a_file_that_is_not_a_table_is_refused(tmp_path, content, why):
     path = tmp_path / 'table.json'
@@ -192,6 +192,16 @@ def test_a_merge_that_beats_the_branches_by_the_margin_is_the_op_time():
     # a merge of more than COST_LIMIT times the multiply-adds is never timed, so never chosen
     cheap_3d = {**slow_1d, 'kxkxk': lambda w: 0.01 * w}
     assert predicted(synthetic(cheap_3d), (1, 0, 7)) == pytest.approx(10 + 0.01 + 5 + 7 / 3 + 0.1 + 0.2)
+
+
+def test_on_cuda_an_op_below_the_plans_minimum_work_keeps_the_branch_form():
+    slow_1d = {**LINEAR, 'kx1x1': lambda w: 5 + w / 3}
+    table = synthetic(slow_1d)
+    table.key['device_type'] = 'cuda'  # the plans' choice times nothing below MIN_WORK multiply-adds on CUDA
+    assert predicted(table, (6, 1, 1)) == pytest.approx(10 + 18 + 1 + 5 + 1 / 3 + 0.3)
+    table = synthetic(slow_1d)
+    table.key['device_type'] = 'mps'  # nor on a device it has no timing for
+    assert predicted(table, (6, 1, 1)) == pytest.approx(10 + 18 + 1 + 5 + 1 / 3 + 0.3)
 
 
 def test_the_stacked_plan_is_priced_at_its_temporal_taps():

@@ -55,6 +55,34 @@ def test_prune_writes_a_plain_int_config(searched, tmp_path, monkeypatch, capsys
     assert 'tensor' not in text and text.strip() in capsys.readouterr().out
 
 
+def test_prune_to_a_time_target_writes_its_config_and_picture_beside_the_supernet(searched, tmp_path, monkeypatch,
+                                                                                 capsys):
+    from conftest import TINY
+    from test_main_time_budget import write_table
+    monkeypatch.chdir(tmp_path)
+    flags = ['--root_path', 'unused', '--checkpoint_dir', str(searched), *TINY, '--op_code', 'conv1_2_3d', '--search',
+             '--prune', '--prune_model_path', checkpoint(searched), '--latency_table', str(tmp_path / 'table.json')]
+    settings, _, source = main.parse_settings(flags + ['--target_ms', '1'])
+    table = write_table(settings, source.description['num_class'], tmp_path / 'table.json')
+    kinds = table.shapes[0].kinds
+    # the time of equal thirds: within reach, whatever the supernet's scales
+    target = round(table.predicted_ms([{k: s.width // 3 + (k == kinds[0]) * (s.width % 3) for k in kinds}
+                                       for s in table.shapes]), 1)
+    run_cli(main.main, flags + ['--target_ms', str(target)])
+    out = capsys.readouterr().out
+    config = ast.literal_eval(open(tmp_path / 'conv_config.txt').read())
+    assert latency_of(table, config) <= target and f'time budget {target:g} ms: eval, batch 1' in out
+    prefix = checkpoint(searched).replace('_checkpoint.pth.tar', f'_conv_config_{target:g}ms')
+    assert ast.literal_eval(open(prefix + '.txt').read()) == config and os.path.isfile(prefix + '.png')
+    os.remove(prefix + '.txt')
+    os.remove(prefix + '.png')
+
+
+def latency_of(table, config):
+    from cakes.ops import latency
+    return latency.predicted_time([{k: w.get(k, 0) for k in s.kinds} for w, s in zip(config, table.shapes)], table)
+
+
 def test_retrain_finetune_evaluate_and_resume(data, searched, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cli(data, searched, '--op_code', 'conv1_2_3d', '--search', '--prune', '--prune_model_path', checkpoint(searched))

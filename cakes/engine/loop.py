@@ -34,6 +34,7 @@ class Run:
     log: RunLog
     board: Board = dataclasses.field(default_factory=Board)
     stop: StopRequest = None
+    costs: list = None  # --reweight latency: per searchable op, {kind: ms} the L1 weights are shares of
 
 
 def released_meters(losses, top1, top5):
@@ -67,7 +68,7 @@ def backward(run, loss, searchable):
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # true gradients for the sparsity term and the clipping (no-op unless fp16)
     if searchable:
-        ops.add_sparsity_grad(searchable, run.args.s, run.args.reweight)
+        ops.add_sparsity_grad(searchable, run.args.s, run.args.reweight, run.costs)
     if run.args.clip_gradient:
         return nn.utils.clip_grad_norm_(run.model.parameters(), run.args.clip_gradient)
     if run.scaler.is_enabled():

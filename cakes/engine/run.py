@@ -19,10 +19,11 @@ from .board import Board
 from .checkpoint import Progress, check_overwrite, keep_copies, resume, run_name, save
 from .class_report import finish_evaluation
 from .distributed import unwrap
+from .latency import search_costs, weights_text
 from .loaders import make_loader
 from .log import RunLog
 from .loop import Run, log_search, log_search_picture, train_epoch, validate
-from .precision import amp_dtype, grad_scaler
+from .precision import amp_dtype, channels_last, grad_scaler
 from .preempt import StopRequest
 from .resume import restore_process_rng, seed_process
 from .schedule import make_optimizer
@@ -132,6 +133,11 @@ def run(args, conv_config, source=None):
                 if args.resume else Progress(epoch=args.start_epoch))
     criterion = nn.CrossEntropyLoss(reduction='none').to(device)  # per sample: validation sums them exactly
     loop = Run(args, model, criterion, optimizer, scaler, device, log)
+    if args.reweight == 'latency' and args.sparsity_regularization and not args.evaluate:
+        # the replica's share of -b under DataParallel, the process's under torchrun (batch_size already)
+        share = -(-batch_size // gpus) if gpus and not distributed.active() else batch_size
+        loop.costs = search_costs(args, len(class_names), device, share, log)
+        log('=> --reweight latency: L1 weights per kind, shares of the measured time: ' + weights_text(loop.costs))
     views = evaluation_views(args)
     val_loader = make_loader(args, 'val', batch_size, views)
     if args.evaluate:
@@ -179,15 +185,6 @@ def cudnn_modes(args):
     backward passes, with workspace memory spikes) on every GPU at every step, never reusing a result."""
     shapes_change = ops.op_spec(args.op_code).family == 'dropout' and not args.evaluate
     return args.seed is None and not shapes_change, args.seed is not None
-
-
-def channels_last(args):
-    """--channels_last or --no_channels_last; else on on a CPU, for training and --evaluate alike (faster on
-    every CPU measured; --evaluate prints the same Prec@1/Prec@5 and a loss within float rounding), off on
-    GPUs (not measured there)."""
-    if args.channels_last or args.no_channels_last:
-        return args.channels_last
-    return not torch.cuda.is_available()
 
 
 def make_board(args, iters, progress):

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import time
@@ -32,8 +31,6 @@ from .cakes import CakesOp
 from .op_time import OpTimes
 from .supernet import DropoutSupernetOp
 from .registry import default_widths
-
-MERGE_ALL = plans.Merge(((0, 1),))  # two branches as one convolution: the weights a merge assembles
 
 
 # ---------------------------------------------------------------- what a table is measured for
@@ -84,7 +81,8 @@ class Setting:
 
     def key(self):
         """What a table measured in this setting is valid for (the op shapes and the network aside)."""
-        return {'device': device_name(self.device), 'torch': torch_version(self.device),
+        return {'device_type': self.device.type, 'device': device_name(self.device),
+                'torch': torch_version(self.device),
                 'dtype': str(self.amp or torch.float32).replace('torch.', ''),
                 'memory_format': 'channels_last' if self.channels_last else 'contiguous',
                 'mode': 'train' if self.train else 'eval', 'batch': self.batch}
@@ -163,21 +161,7 @@ def timed_kinds(kinds, k=3):
     return tuple(timed)
 
 
-# ---------------------------------------------------------------- timing (until cakes.ops.timing)
-
-def time_steps(steps, device, repeats):
-    """{key: fastest seconds} of the callables `steps`: one untimed run of each (the library sets up its
-    kernels then), then `repeats` timed rounds over all of them, every other round in reverse order, so that a
-    change of the machine's speed during the measurement touches every step alike."""
-    for step in steps.values():
-        step()
-    best = dict.fromkeys(steps, math.inf)
-    order = list(steps)
-    for r in range(repeats):
-        for key in (order if r % 2 == 0 else order[::-1]):
-            best[key] = min(best[key], timing.seconds(steps[key], device))
-    return best
-
+# ---------------------------------------------------------------- steps
 
 def in_setting(step, setting):
     """`step` run in the setting's context (gradients, autocast)."""
@@ -187,24 +171,12 @@ def in_setting(step, setting):
     return run
 
 
-def grad_step(forward, inputs, grads):
-    """forward, then the gradients of `inputs` (torch.autograd.grad: no .grad is touched). The output's gradient
-    comes from `grads`, a dict shared by steps of the same output layout, made at the first run: in a network it
-    arrives ready from the layer after, so making it is no part of the op's time."""
-    def step():
-        y = forward()
-        layout = (tuple(y.shape), y.stride(), y.dtype)
-        if layout not in grads:
-            grads[layout] = torch.ones_like(y)
-        torch.autograd.grad(y, inputs, grads[layout], allow_unused=True)
-    return step
-
-
 # ---------------------------------------------------------------- measuring
 
 def conv_steps(shape, setting, x, kinds, widths, grads):
     """{(kind, width): the step of one convolution of that kind to `width` of the C channels}, as the op's plans
-    run it (weights in the network's memory format, autocast in the step; `grads`: see `grad_step`)."""
+    run it (weights in the network's memory format, autocast in the step; `grads`: the output gradients, see
+    cakes.ops.timing.train_step)."""
     steps = {}
     for kind in kinds:
         size, padding = kernel_shape(kind, shape.k)
@@ -214,8 +186,8 @@ def conv_steps(shape, setting, x, kinds, widths, grads):
         for width in widths:
             weight = full[:width].detach().requires_grad_(setting.train)
             forward = (lambda w=weight, p=padding: plans.run_conv(x, w, None, shape.stride, p))
-            steps[kind, width] = in_setting(grad_step(forward, (x, weight), grads) if setting.train else forward,
-                                            setting)
+            step = timing.train_step(forward, (x, weight), grads) if setting.train else forward
+            steps[kind, width] = in_setting(step, setting)
     return steps
 
 
@@ -231,7 +203,7 @@ def stacked_steps(shape, setting, x, widths, grads):
         weight = full[:width].detach().requires_grad_(setting.train)
         if setting.train:
             forward = (lambda w=weight: plans.STACKED.run(x, plans.STACKED.assemble([w], [None]), shape.stride))
-            step = grad_step(forward, (x, weight), grads)
+            step = timing.train_step(forward, (x, weight), grads)
         else:
             built = plans.STACKED.assemble([weight], [None])
             step = (lambda b=built: plans.STACKED.run(x, b, shape.stride))
@@ -249,13 +221,14 @@ def overhead_steps(shape, setting, grads):
     for n in range(1, len(shape.kinds) + 1):
         pieces = [setting.input(width // n + (i < width % n), out) for i in range(min(n, width))]
         forward = (lambda p=pieces: torch.cat(p, dim=1))
-        steps[f'cat{n}'] = in_setting(grad_step(forward, pieces, grads) if setting.train else forward, setting)
+        steps[f'cat{n}'] = in_setting(timing.train_step(forward, pieces, grads) if setting.train else forward, setting)
     if setting.train:
         weights = [torch.randn(w, shape.in_channels, *kernel_shape(kind, shape.k)[0], device=setting.device,
                                requires_grad=True)
                    for kind, w in (('kxkxk', width // 2), ('kx1x1', width - width // 2))]
-        steps['merge'] = in_setting(grad_step(lambda: MERGE_ALL.assemble(weights, [None, None])[0][1],
-                                              weights, grads), setting)
+        merge = plans.Merge(((0, 1),))
+        steps['merge'] = in_setting(timing.train_step(lambda: merge.assemble(weights, [None, None])[0][1],
+                                                      weights, grads), setting)
     else:
         y = setting.input(width, out)
         mean, var, weight, bias = (torch.rand(width, device=setting.device) + 0.5 for _ in range(4))
@@ -272,7 +245,7 @@ def measure_shape(shape, setting, repeats, grid=width_grid):
     if shape.stride[0] == 1:
         steps.update(stacked_steps(shape, setting, x, widths['stacked'], grads))
     overhead = overhead_steps(shape, setting, grads)
-    seconds = time_steps({**steps, **overhead}, setting.device, repeats)
+    seconds = timing.fastest_in_rounds({**steps, **overhead}, setting.device, repeats)
     names = dict.fromkeys(name for name, _ in steps)
     return {'widths': widths['conv'], 'stacked_widths': widths['stacked'],
             'ms': {name: [seconds[name, w] * 1e3 for w in widths[name if name == 'stacked' else 'conv']]
@@ -282,18 +255,19 @@ def measure_shape(shape, setting, repeats, grid=width_grid):
 
 def time_ops(shape, setting, rows, repeats=3):
     """Measured ms of whole CAKES ops of this shape with the branch widths of each row, as the network runs
-    them: each chooses its plan at its first forward (cakes.ops.plans), in eval with the BN folded; a train step
-    takes the gradients of the input and every parameter. To check the table's predictions against."""
-    x, grads, steps = setting.input(shape.in_channels, shape.input), {}, {}
+    them: each chooses its plan at its first forward (cakes.ops.plans), then its step is timed as the plans'
+    choice times one (cakes.ops.timing.op_step: in eval the whole op, BN folded; a train step its convolutions
+    with the gradients of input and weights). To check the table's predictions against."""
+    x, steps = setting.input(shape.in_channels, shape.input), {}
     for i, widths in enumerate(rows):
         op = CakesOp(list(zip(shape.kinds, widths)), shape.in_channels, shape.stride, k=shape.k).to(setting.device)
         if setting.channels_last:
             op = op.to(memory_format=torch.channels_last_3d)
         op.train(setting.train)
-        forward = (lambda op=op: op(x))
-        steps[i] = in_setting(grad_step(forward, [x, *op.parameters()], grads) if setting.train else forward,
-                              setting)
-    seconds = time_steps(steps, setting.device, repeats)
+        with setting.context():
+            plan = plans.plan_for(op, x)
+        steps[i] = in_setting(timing.op_step(op, x, plan, setting.train), setting)
+    seconds = timing.fastest_in_rounds(steps, setting.device, repeats)
     return [seconds[i] * 1e3 for i in range(len(rows))]
 
 
@@ -325,7 +299,7 @@ def rest_configs(shapes):
 # ---------------------------------------------------------------- the table
 
 FORMAT = 'cakes latency table'
-VERSION = 1
+VERSION = 2
 CACHE_ENV = 'CAKES_LATENCY_CACHE'
 
 
@@ -363,11 +337,6 @@ class LatencyTable:
     def train(self):
         return self.key['mode'] == 'train'
 
-    @property
-    def cost_limit(self):
-        """plans.COST_LIMIT of the table's device type: a CUDA table's torch version names cuDNN's."""
-        return plans.COST_LIMIT['cuda' if '(cudnn' in self.key['torch'] else 'cpu']
-
     def entry(self, shape):
         return next(e for e in self.entries if shape_from_json(e['shape']) == shape)
 
@@ -377,7 +346,8 @@ class LatencyTable:
             priced = {}
             for shape in self.shapes:
                 if shape not in priced:
-                    priced[shape] = OpTimes(shape, self.entry(shape), self.train, self.cost_limit)
+                    priced[shape] = OpTimes(shape, self.entry(shape), self.train, self.key['device_type'],
+                                            self.key['batch'])
             self._op_times = [priced[shape] for shape in self.shapes]
         return self._op_times
 
@@ -451,8 +421,8 @@ def save_table(table, path):
     write_text_atomic(path, json.dumps(table.to_json(), indent=1) + '\n')
 
 
-KEY_NAMES = {'device': 'device', 'torch': 'torch version', 'dtype': 'dtype', 'memory_format': 'memory format',
-             'mode': 'mode', 'batch': 'batch per device', 'network': 'network', 'ops': 'op shapes'}
+KEY_NAMES = {'device_type': 'device type', 'device': 'device', 'torch': 'torch version', 'dtype': 'dtype',
+             'memory_format': 'memory format', 'mode': 'mode', 'batch': 'batch per device', 'network': 'network', 'ops': 'op shapes'}
 
 
 def check_key(table, key, path):
@@ -524,7 +494,7 @@ def measure_table(shapes, setting, network, build, example_input, repeats=3, log
             f'{stacked}, in {time.perf_counter() - begin:.1f} s')
     base, check = rest_configs(shapes)
     x = example_input.to(setting.device)
-    seconds = time_steps({name: network_step(build(config), x, setting)
+    seconds = timing.fastest_in_rounds({name: network_step(build(config), x, setting)
                           for name, config in (('base', base), ('check', check))}, setting.device, repeats)
     table.rest_ms = seconds['base'] * 1e3 - table.ops_ms(base)
     table.check = {'measured_ms': seconds['check'] * 1e3, 'predicted_ms': table.predicted_ms(check),

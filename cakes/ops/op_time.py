@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .plans.choice import MARGIN, set_partitions
+from .plans.choice import CAP, COST_LIMIT, MARGIN, MIN_WORK, set_partitions
 from .kernels import kernel_shape, kind_of_size
 
 
@@ -40,9 +40,10 @@ def interpolate(grid, times, at):
 class OpTimes:
     """One op shape's table entry, ready to price width combinations: `self(widths)` -> ms per row."""
 
-    def __init__(self, shape, entry, train, cost_limit):
-        """`cost_limit`: plans.COST_LIMIT of the device the table was measured on."""
-        self.shape, self.train, self.cost_limit = shape, train, cost_limit
+    def __init__(self, shape, entry, train, device='cpu', batch=1):
+        self.shape, self.train, self.device = shape, train, device
+        # the clips the plans' choice times on (cakes.ops.plans.choice.CAP)
+        self.timed_clips = min(batch, CAP.get(device, 1))
         self.ms = {name: dense(entry['stacked_widths' if name == 'stacked' else 'widths'], values, shape.width)
                    for name, values in entry['ms'].items()}
         self.overhead = dict(entry['overhead'])
@@ -72,6 +73,8 @@ class OpTimes:
         branches = sum(self.conv(kinds[i], widths[:, i]) for i in members) + self.overhead[f'cat{len(members)}']
         if not self.train:
             branches = branches + self.overhead['bn']
+        if self.device not in CAP:  # no timing set up for the device: the plans' choice keeps the branch form
+            return branches
         others = []  # (ms, multiply-adds, a partial merge)
         if len(members) == 1:
             others.append((self.conv(kinds[members[0]], widths[:, members[0]]), macs, False))
@@ -88,11 +91,20 @@ class OpTimes:
         full = self.shape.width * math.prod(kernel_shape(self.enclosing(members), self.shape.k)[0])
         best = torch.full_like(branches, math.inf)
         for ms, cost, partial in others:
-            allowed = cost <= self.cost_limit * macs
+            allowed = cost <= COST_LIMIT[self.device] * macs
             if partial:
                 allowed &= cost < 0.95 * full
             best = torch.where(allowed, torch.minimum(best, ms), best)
-        return torch.where(best <= (1 - MARGIN) * branches, best, branches)
+        # where the plans' choice times nothing it keeps the branch form
+        return torch.where((best <= (1 - MARGIN) * branches) & self.timed(macs), best, branches)
+
+    def timed(self, macs):
+        """Per row, whether the plans' choice times plans at all (cakes.ops.plans.choice.worth_timing): on a
+        device it times on, when the branch form's step does at least MIN_WORK multiply-adds at the timed batch
+        (`macs`: per row, the kernels' multiply-adds per input channel and output position)."""
+        shape = self.shape
+        work = self.timed_clips * macs * shape.in_channels * math.prod(shape.output()) * (3 if self.train else 1)
+        return work >= MIN_WORK[self.device]
 
     def merge_time(self, groups, widths):
         ms, macs = 0.0, 0

@@ -331,7 +331,7 @@ def prune_to_time(searchable_ops, table, target_ms=None, speedup=None, multiple=
     Time is a step function of width, so this is the multiple-choice knapsack it is (cakes.ops.knapsack): per
     op, every width combination (`width_combinations`, multiples of `multiple`) priced by the table; the
     result's `bound` says how far from the optimum it can be. The released rule, when it fits, is the answer
-    (it keeps the most). A target out of reach is a UsageError giving the reachable range in ms.
+    (it keeps the most). A target below the fastest config is a UsageError giving the reachable range in ms.
     """
     check_multiple(multiple)
     check_table_ops(searchable_ops, table.shapes)
@@ -349,7 +349,7 @@ def prune_to_time(searchable_ops, table, target_ms=None, speedup=None, multiple=
         groups.append((times(rows[-1]), kept_scale(op, rows[-1])))
     fastest = table.rest_ms + sum(float(ms.min()) for ms, _ in groups)
     slowest = table.rest_ms + sum(float(ms.max()) for ms, _ in groups)
-    if not fastest <= target_ms <= slowest:
+    if target_ms < fastest:  # above the slowest every config fits: the released rule is the answer
         key = table.key
         raise UsageError(f'time target {target_ms:.4g} ms is out of reach: keeping C channels per op takes from '
                          f'{fastest:.4g} ms (the fastest kinds) to {slowest:.4g} ms (the slowest), predicted for '

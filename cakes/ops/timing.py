@@ -35,13 +35,22 @@ def op_step(op, x, plan, train, channels=None, convs_only=False):
     return step
 
 
-def train_step(forward, inputs):
+def train_step(forward, inputs, grads=None):
     """A callable: `forward()`, then the gradients of its output with respect to `inputs` (torch.autograd.grad,
-    so no `.grad` is touched)."""
+    so no `.grad` is touched). `grads`: a dict, shared by steps whose outputs have the same layout, keeping the
+    output's gradient made at the first run: in a network it arrives ready from the layer after, so a latency
+    table leaves making it out of the op's time."""
     def step():
         with torch.enable_grad():
             y = forward()
-            torch.autograd.grad(y, inputs, torch.ones_like(y), allow_unused=True)
+            if grads is None:
+                grad = torch.ones_like(y)
+            else:
+                layout = (tuple(y.shape), y.stride(), y.dtype, y.device)
+                if layout not in grads:
+                    grads[layout] = torch.ones_like(y)
+                grad = grads[layout]
+            torch.autograd.grad(y, inputs, grad, allow_unused=True)
     return step
 
 
@@ -68,3 +77,17 @@ def best_seconds(fn, device, repeats=3, warmup=1):
     for _ in range(warmup):
         fn()
     return min(seconds(fn, device) for _ in range(repeats))
+
+
+def fastest_in_rounds(steps, device, rounds):
+    """{key: fastest seconds} of the callables `steps`: one untimed run of each (the libraries set up a new
+    shape's kernels then), then `rounds` timed rounds over all of them, every other round in reverse order, so
+    that a change of the machine's speed during the measurement touches every step alike (latency tables)."""
+    for step in steps.values():
+        step()
+    best = dict.fromkeys(steps, float('inf'))
+    order = list(steps)
+    for r in range(rounds):
+        for key in (order if r % 2 == 0 else order[::-1]):
+            best[key] = min(best[key], seconds(steps[key], device))
+    return best
