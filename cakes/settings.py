@@ -66,6 +66,8 @@ class Settings:
     no_tensorboard: bool
     target_gflops: float | None
     width_multiple: int
+    stop_when_stable: float | None  # EPS of the stop rule (cakes.ops.settling); None: the released schedule
+    stable_for: int
     # How --evaluate tests (cakes.data.views).
     test_crops: int
     full_res: bool
