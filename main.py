@@ -123,7 +123,7 @@ def build_parser():
                         'released schedule')
     p.add_argument('--stable_for', type=int, default=settling.PATIENCE, metavar='K',
                    help=f'with --stop_when_stable: how many distances in a row below EPS (default {settling.PATIENCE})')
-    # Testing as the papers test (with --evaluate; SPEC section 9).
+    # Testing as the papers test (with --evaluate): several clips and crops per video.
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
                    help='with --evaluate: write video ids, labels and the averaged scores (videos x classes)')

@@ -7,7 +7,7 @@ import torch
 
 from conftest import RUN, run_main
 from cakes.models.checkpoint import load_checkpoint, load_weights, model_state
-from cakes.models.description import build_from_description, read_description
+from cakes.models import create_model, read_description
 from cakes.ops import DropoutSupernetOp
 from cakes.ops.search import search_summary
 
@@ -44,7 +44,7 @@ def test_a_search_prints_and_logs_it_at_validation_points_only(data, tmp_path, c
     assert printed[printed.index(lines[0]) + 1].startswith('Search: config recorded after epoch 2 (')
     assert ('Testing Results' in '\n'.join(printed)) == (op_code == 'conv1_2_3d')
     checkpoint = load_checkpoint(str(tmp_path / 'checkpoint' / f'{RUN}_checkpoint.pth.tar'))
-    model = build_from_description(read_description(checkpoint))
+    model = create_model(**read_description(checkpoint))
     load_weights(model, model_state(checkpoint))
     assert lines[0] == search_summary(model.cakes_ops())  # the weights saved right after it
     with open(os.path.join(tmp_path, 'log', f'{RUN}.csv')) as f:
