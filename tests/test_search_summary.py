@@ -36,7 +36,7 @@ def test_a_search_prints_and_logs_it_at_validation_points_only(data, tmp_path, c
                                                                 extra):
     run_main(data, tmp_path, '--op_code', op_code, '--search', '--epochs', '2', '--eval-freq', '2', *extra)
     printed = capsys.readouterr().out.splitlines()
-    lines = [line for line in printed if line.startswith('Search: ')]
+    lines = [line for line in printed if line.startswith('Search: channels ')]
     assert len(lines) == 1  # after epoch 2, not after epoch 1
     after = printed[printed.index(lines[0]) - 1]
     assert after.startswith('Epoch: [1]')
