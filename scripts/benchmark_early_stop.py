@@ -45,8 +45,8 @@ def parse_args(argv):
     p.add_argument('--val', type=int, default=48, help='synthetic validation videos (the demo: 48)')
     p.add_argument('--num_segments', type=int, default=4)
     p.add_argument('--input_size', type=int, default=64)
-    p.add_argument('--epochs', type=int, default=15, help='the search schedule')
-    p.add_argument('--lr_steps', type=float, nargs='+', default=[10], help='the search schedule\'s lr steps')
+    p.add_argument('--epochs', type=int, default=16, help='the search schedule')
+    p.add_argument('--lr_steps', type=float, nargs='+', default=[8, 12], help='the search schedule\'s lr steps')
     p.add_argument('--eps', type=float, default=0.1, help='--stop_when_stable EPS')
     p.add_argument('--stable_for', type=int, default=5, help='--stable_for K')
     p.add_argument('--retrain_epochs', type=int, default=3)
@@ -84,13 +84,14 @@ def supernet(path):
 
 
 def retrain(args, name, supernet_path, config_path):
-    """--finetune the config from its supernet; the accuracy of the last validation (Prec@1)."""
+    """--finetune the config from its supernet; [(Prec@1, loss)] of its validations."""
     out = os.path.join(args.out, 'retrain_' + name)
     os.makedirs(out)
     printed = main_py(args, out, '--conv_config', config_path, '--finetune', supernet_path, '--epochs',
                       str(args.retrain_epochs), '--lr', '0.01', '--warm', '0', '--lr_steps',
                       str(max(args.retrain_epochs - 1, 1)))
-    return [float(x) for x in re.findall(r'^Testing Results: Prec@1 ([\d.]+)', printed, re.M)]
+    return [(float(p), float(loss)) for p, loss in
+            re.findall(r'^Testing Results: Prec@1 ([\d.]+) Prec@5 [\d.]+ Loss ([\d.]+)', printed, re.M)]
 
 
 def kernel_mix(config):
@@ -166,7 +167,7 @@ def report(args, full_history, stopped_history, distance, configs, accuracy, pic
           'kept or dropped differently)')
     for name in ('stopped', 'full'):
         print(f'{name} config: kernel mix {kernel_mix(configs[name])}; retrained {args.retrain_epochs} epochs: '
-              f'Prec@1 per epoch {accuracy[name]}, last {accuracy[name][-1]:.3f}')
+              'Prec@1 (validation loss) per epoch ' + ', '.join(f'{p:.3f} ({loss:.5f})' for p, loss in accuracy[name]))
     print(f'picture: {picture}')
 
 

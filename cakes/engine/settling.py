@@ -86,4 +86,5 @@ def rule_text(history):
         if distance >= history.eps:
             break
         run += 1
-    return f'; below {history.eps:g} at {run} point{"" if run == 1 else "s"} in a row ({history.patience} stop the search)'
+    points = 'point' if run == 1 else 'points'
+    return f'; below {history.eps:g} at {run} {points} in a row ({history.patience} stop the search)'
