@@ -35,6 +35,7 @@ from cakes.errors import UsageError
 from cakes.models import read_description
 from cakes.models.checkpoint import load_checkpoint, prune_output_prefix
 from cakes.models.finetune import check_supernet
+from cakes.ops import settling
 
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')  # your conv_configs
 
@@ -110,11 +111,12 @@ def build_parser():
                    help='do not write TensorBoard events (default: CHECKPOINT_DIR/log/RUN_tb/)')
     p.add_argument('--target_gflops', type=float, default=None,
                    help='with --prune: keep C channels per layer trading |BN scale| against FLOPs so that the pruned '
-                        'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule)')
+                        'network has at most G GFLOPs at --num_segments and --input_size (default: the released rule); '
+                        'in a --search run: the config whose settling is measured')
     p.add_argument('--width_multiple', type=int, default=1, metavar='M',
                    help='with --prune: as many channels per block, every branch width a multiple of M (8 for tensor '
                         'cores, 16 for AVX-512), chosen by |BN scale| within each branch; combines with '
-                        '--target_gflops (default 1: the released rule)')
+                        '--target_gflops (default 1: the released rule); in a --search run: as for --target_gflops')
     p.add_argument('--target_ms', type=float, default=None, metavar='T',
                    help='with --prune: keep C channels per layer, choosing the kinds that keep the most |BN scale| '
                         'with the pruned network predicted to take at most T ms on this device: an eval forward of '
@@ -129,6 +131,14 @@ def build_parser():
     p.add_argument('--latency_table', default='', metavar='FILE.json',
                    help='with --target_ms/--target_speedup or --reweight latency: read the latency table from FILE '
                         'when it exists (it must be measured for this run), else measure it and write it there')
+    p.add_argument('--stop_when_stable', type=float, nargs='?', const=settling.EPS, default=None, metavar='EPS',
+                   help='with --search: end the search once the config pruning would choose has settled, its '
+                        'distance between validation points (the share of searchable channels kept or dropped '
+                        f'differently) below EPS at --stable_for points in a row (EPS default {settling.EPS:g}); '
+                        "it saves its checkpoint and writes the config beside it as --prune does. Default: the "
+                        'released schedule')
+    p.add_argument('--stable_for', type=int, default=settling.PATIENCE, metavar='K',
+                   help=f'with --stop_when_stable: how many distances in a row below EPS (default {settling.PATIENCE})')
     # Testing as the papers test (with --evaluate): several clips and crops per video.
     data.add_view_flags(p)
     p.add_argument('--save_scores', default='', metavar='FILE.npz',
@@ -177,6 +187,12 @@ def check_args(args):
                          "_conv_config.txt)")
     if (args.sparsity_regularization or args.reweight) and spec.family == 'plain':
         raise UsageError(f'-sr/--reweight act on CAKES BN scales; --op_code {args.op_code} has none')
+    if args.stop_when_stable is not None and not (args.search and not args.prune and not args.evaluate):
+        raise UsageError('--stop_when_stable ends a search when its config has settled: give it to a --search '
+                         'training run (not --prune or --evaluate)')
+    if (args.target_gflops is not None or args.width_multiple != 1) and not (args.prune or args.search):
+        raise UsageError('--target_gflops G and --width_multiple M choose the config of a supernet: add --prune (or '
+                         '--search, where they choose the config whose settling is measured)')
 
 
 def check_combinations(args):
@@ -188,12 +204,15 @@ def check_combinations(args):
         raise UsageError('give either --resume (continue a run) or --finetune (start from a supernet), not both')
     if args.reweight and not args.sparsity_regularization:
         raise UsageError('--reweight scales the sparsity term: add -sr')
-    if args.target_gflops is not None and (not args.prune or args.target_gflops <= 0):
-        raise UsageError('--target_gflops G is the FLOPs budget of --prune: add --prune and give G > 0')
+    if args.target_gflops is not None and args.target_gflops <= 0:
+        raise UsageError('--target_gflops G is a FLOPs budget: give G > 0')
+    if args.width_multiple < 1:
+        raise UsageError('--width_multiple M makes the branch widths that --prune chooses multiples of M: give M >= 1')
     check_time_budget(args)
-    if args.width_multiple != 1 and (not args.prune or args.width_multiple < 1):
-        raise UsageError('--width_multiple M makes the branch widths that --prune chooses multiples of M: add --prune '
-                         'and give M >= 1')
+    settling.check_stop_rule(args.stop_when_stable, args.stable_for, '--stop_when_stable', '--stable_for')
+    if args.stable_for != settling.PATIENCE and args.stop_when_stable is None:
+        raise UsageError('--stable_for K is how many distances in a row --stop_when_stable waits for: add '
+                         '--stop_when_stable [EPS]')
     if args.evaluate and args.prune:
         raise UsageError('give either --evaluate or --prune, not both')
     test_only = [flag for flag in given_test_flags(args) if flag != '--dense_sample']  # which also trains densely

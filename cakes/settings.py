@@ -71,6 +71,8 @@ class Settings:
     latency_batch: int
     latency_mode: str
     latency_table: str
+    stop_when_stable: float | None  # EPS of the stop rule (cakes.ops.settling); None: the released schedule
+    stable_for: int
     # How --evaluate tests (cakes.data.views).
     test_crops: int
     full_res: bool

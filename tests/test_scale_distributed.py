@@ -136,3 +136,18 @@ def test_a_dropout_supernet_stops_in_every_process_when_one_gets_sigterm_and_res
     assert status == 0, stderr
     assert f"(epoch 0, iteration {saved['iteration']})" in stdout and 'Epoch: [0][0/4]' not in stdout
     assert torch.load(checkpoint(out), weights_only=True)['epoch'] == 1
+
+
+def test_a_search_stops_once_settled_at_the_same_epoch_in_every_process(data, tmp_path):
+    """The stop is rank 0's decision, taken by every process: both end after epoch 2 of 3 (not one training on
+    while the other waits for it), rank 0 alone prints the line and writes the config."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    stdout, stderr, status = torchrun(data, out, *SEARCH, '-sr', '--epochs', '3', '--stop_when_stable', '0.99',
+                                      '--stable_for', '1', plans=False)
+    assert status == 0, stderr
+    assert stdout.count('search stopped after epoch 2 of 3: the config settled') == 1
+    assert 'Epoch: [1][1/2]' in stdout and 'Epoch: [2]' not in stdout
+    saved = torch.load(checkpoint(out), weights_only=True)
+    assert (saved['epoch'], saved['search_history']['settled_epoch']) == (2, 2)
+    assert os.path.isfile(checkpoint(out).replace('_checkpoint.pth.tar', '_conv_config.txt'))

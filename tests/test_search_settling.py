@@ -186,6 +186,17 @@ def test_a_resumed_history_continues_identically():
     assert settled.settled_epoch == 7 and settled.record(sequence[0], 10) > 0.1 and settled.settled_epoch == 7
 
 
+def test_a_history_judged_by_another_rule_decides_as_that_rule_would_have():
+    """A resumed run's flags judge the distances kept so far: recorded without a rule, stopped by one."""
+    distances = [0.3, 0.05, 0.2, 0.05, 0.04, 0.03]
+    recorded = feed(SettlingHistory(None, total_epochs=10), distances)
+    judged = recorded.judged_by(0.1, 2, 20)
+    assert (judged.settled_epoch, judged.epochs_saved) == (recorded.epochs[4], 20 - recorded.epochs[4])
+    assert judged.distances == distances and judged.mask is recorded.mask
+    assert recorded.judged_by(0.1, 3, 10).settled_epoch == recorded.epochs[5]
+    assert not recorded.judged_by(0.01, 1, 10).settled and not recorded.judged_by(None, 1, 10).settled
+
+
 @pytest.mark.parametrize('eps, patience, message', [
     (0.0, 5, 'eps 0.0 must lie strictly between 0 and 1'), (1, 5, 'eps 1 must lie strictly between 0 and 1'),
     (1.5, 5, 'eps 1.5 must'), (-0.1, 5, 'eps -0.1 must'), ('0.1', 5, "eps '0.1' must"), (True, 5, 'eps True must'),

@@ -36,10 +36,13 @@ def test_a_search_prints_and_logs_it_at_validation_points_only(data, tmp_path, c
                                                                 extra):
     run_main(data, tmp_path, '--op_code', op_code, '--search', '--epochs', '2', '--eval-freq', '2', *extra)
     printed = capsys.readouterr().out.splitlines()
-    lines = [line for line in printed if line.startswith('Search: ')]
+    lines = [line for line in printed if line.startswith('Search: channels ')]
     assert len(lines) == 1  # after epoch 2, not after epoch 1
     after = printed[printed.index(lines[0]) - 1]
     assert after.startswith('Epoch: [1]')
+    # The config is measured at the same points, the dropout supernet's too (which does not validate).
+    assert printed[printed.index(lines[0]) + 1].startswith('Search: config recorded after epoch 2 (')
+    assert ('Testing Results' in '\n'.join(printed)) == (op_code == 'conv1_2_3d')
     checkpoint = load_checkpoint(str(tmp_path / 'checkpoint' / f'{RUN}_checkpoint.pth.tar'))
     model = create_model(**read_description(checkpoint))
     load_weights(model, model_state(checkpoint))

@@ -12,6 +12,7 @@ from cakes.models.checkpoint import (layout_hint, load_checkpoint, load_weights,
                                      released_state)
 from cakes.models.description import NETWORK
 from cakes.ops import plans
+from cakes.ops.settling import CHECKPOINT_KEY as HISTORY_KEY
 
 from . import distributed
 from .distributed import unwrap
@@ -87,7 +88,7 @@ def move_run_aside(args):
 # Settings that may change between a run and its continuation without changing what is trained.
 RUN_CONTROL = {'resume', 'auto_resume', 'evaluate', 'epochs', 'start_epoch', 'workers', 'print_freq', 'eval_freq',
                'checkpoint_dir', 'root_path', 'seed', 'finetune', 'pretrained', 'channels_last', 'no_channels_last',
-               'no_tensorboard', 'overwrite', *TEST_FLAGS}
+               'no_tensorboard', 'overwrite', 'stop_when_stable', 'stable_for', *TEST_FLAGS}
 # Settings that an evaluation does not use (training's own, and the name of the run's files): it does the same
 # whatever they are.
 UNUSED_BY_EVALUATION = {'lr', 'lr_steps', 'warm', 'momentum', 'weight_decay', 'clip_gradient', 'batch_size',
@@ -97,11 +98,13 @@ UNUSED_BY_EVALUATION = {'lr', 'lr_steps', 'warm', 'momentum', 'weight_decay', 'c
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """Where training continues: the epoch, the batches of it already done, the best Prec@1 so far and the RNG
-    states to restore (one per process of the saved run; None: as the run starts them)."""
+    states to restore (one per process of the saved run; None: as the run starts them) and, in a search, how its
+    config settled so far (cakes.ops.settling; None: no history)."""
     epoch: int = 0
     iteration: int = 0
     best_prec1: float = 0.0
     rngs: list = None
+    search_history: dict = None
 
 
 def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=()):
@@ -130,7 +133,7 @@ def resume(args, model, optimizer, log, scaler=None, checkpoint=None, filled=())
     at = f'epoch {epoch}' + (f', iteration {iteration}' if iteration else '')
     log(f"=> loaded checkpoint '{args.resume}' ({at}" + ('' if full else '; weights only, fresh optimizer') + ')')
     rngs = checkpoint.get('rank_rng') or ([checkpoint['rng']] if 'rng' in checkpoint else None)
-    return Progress(epoch, iteration, float(checkpoint.get('best_prec1', 0)), rngs)
+    return Progress(epoch, iteration, float(checkpoint.get('best_prec1', 0)), rngs, checkpoint.get(HISTORY_KEY))
 
 
 def log_changed_settings(saved, args, log, filled=()):
@@ -146,11 +149,13 @@ def log_changed_settings(saved, args, log, filled=()):
         log('=> settings differ from the checkpoint\'s run: ' + ', '.join(changed))
 
 
-def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None):
+def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=None, description=None,
+         search_history=None):
     """RUN_checkpoint.pth.tar with the released keys ('epoch': where training continues) and, for an exact
     resume, 'iteration' (batches of that epoch done), 'optimizer', 'rng', 'args' and 'plans' (the execution
     plans the CAKES ops chose, cakes.ops.plans; plain data only), with
-    --amp fp16 'scaler', and the network's 'description' (cakes.models.description). Under torchrun every
+    --amp fp16 'scaler', the network's 'description' (cakes.models.description) and a search's settling
+    history, 'search_history' (cakes.ops.settling: plain data). Under torchrun every
     process calls it (rank 0 writes) and 'rank_rng' holds every process's RNG states ('rng' is rank 0's)."""
     rngs = distributed.gather(rng_state(sampler))
     state = {'epoch': epoch, 'arch': args.arch, 'state_dict': released_state(unwrap(model)),
@@ -162,6 +167,8 @@ def save(args, model, optimizer, sampler, epoch, iteration, best_prec1, scaler=N
         state['scaler'] = scaler.state_dict()
     if description is not None:
         state['description'] = description
+    if search_history is not None:
+        state[HISTORY_KEY] = search_history
     path = checkpoint_path(args)
     if distributed.is_main():
         save_atomic(state, path)

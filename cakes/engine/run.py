@@ -26,6 +26,7 @@ from .loop import Run, log_search, log_search_picture, train_epoch, validate
 from .precision import amp_dtype, channels_last, grad_scaler
 from .preempt import StopRequest
 from .resume import restore_process_rng, seed_process
+from .settling import SearchSettling
 from .schedule import make_optimizer
 from .views import ViewScorer, evaluation_views
 
@@ -215,9 +216,14 @@ def train(run, loaders, progress, description=None):
     iters = len(train_loader)
     # The released loop does not validate dropout supernets during their search.
     validates = ops.op_spec(args.op_code).family != 'dropout'
+    settling = SearchSettling(run, progress.search_history) if args.search else None
+    if settling is not None and settling.stops:  # resumed after it had settled: it stays stopped
+        settling.finish(args.resume)
+        return
 
     def save_at(epoch, iteration):
-        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler, description)
+        return save(args, run.model, run.optimizer, sampler, epoch, iteration, best_prec1, run.scaler, description,
+                    settling.state_dict() if settling is not None else None)
 
     # agree_max: the stop agreement is read with the step's other numbers, one wait for the GPU.
     with StopRequest(distributed.agree_max if distributed.active() else None).installed() as stop:
@@ -232,13 +238,20 @@ def train(run, loaders, progress, description=None):
             if (epoch + 1) % args.eval_freq and epoch != args.epochs - 1:
                 continue
             log_search_picture(run, epoch + 1, last_step)
+            if settling is not None:
+                settling.measure(epoch + 1, last_step)
             prec1 = validate(run, val_loader, best_prec1, last_step) if validates else 0.0
             if prec1 is None:
                 stop_run(stop, run.log, save_at(epoch, done), epoch, done)
+            if settling is not None:
+                settling.commit()
             is_best = prec1 > best_prec1
             best_prec1 = max(prec1, best_prec1)
             path = save_at(epoch + 1, 0)
             keep_copies(path, epoch + 1, is_best)
+            if settling is not None and settling.stops:
+                settling.finish(path)
+                return
             if stop.poll() and epoch + 1 < args.epochs:
                 stop_run(stop, run.log, path, epoch + 1, 0)
 

@@ -182,3 +182,15 @@ class SettlingHistory:
     @classmethod
     def from_state(cls, state):
         return cls().load_state_dict(state)
+
+    def judged_by(self, eps, patience, total_epochs):
+        """A history with these distances and last mask under another rule and schedule (a resumed run's
+        flags), its decision taken again point by point: the same rule decides as before."""
+        judged = SettlingHistory(eps, patience, total_epochs)
+        judged.mask, judged.mask_epoch = self.mask, self.mask_epoch
+        for epoch, distance in zip(self.epochs, self.distances):
+            judged.epochs.append(epoch)
+            judged.distances.append(distance)
+            if judged.settled_epoch is None and judged.rule_holds():
+                judged.settled_epoch = epoch
+        return judged
