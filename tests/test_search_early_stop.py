@@ -136,8 +136,8 @@ class Recorder(Board):
 
 
 def settling_of(model, **changes):
-    settings = dict(stop_when_stable=0.5, stable_for=1, epochs=10, target_gflops=None, width_multiple=1,
-                    input_size=48, num_segments=2)
+    settings = dict(stop_when_stable=0.5, stable_for=1, epochs=10, target_gflops=None, target_ms=None,
+                    target_speedup=None, width_multiple=1, input_size=48, num_segments=2)
     run = argparse.Namespace(args=argparse.Namespace(**{**settings, **changes}), model=model, log=Log(),
                              board=Recorder())
     return SearchSettling(run), run
