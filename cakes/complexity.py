@@ -5,6 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cakes.errors import UsageError
 from cakes.ops import DropoutSupernetOp, plans
+from cakes.ops.forward import eval_forward
 
 
 def count_params(model):
@@ -33,9 +34,6 @@ def count_flops(model, num_segments=None, input_size=224, example_input=None):
         clip = example_input.to(device)
     else:
         clip = torch.zeros(1, num_segments * 3, input_size, input_size, device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), plans.off(), FlopCounterMode(display=False) as counter:
-        model(clip)
-    model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    eval_forward(model, clip, plans.off(), counter)
     return counter.get_total_flops()

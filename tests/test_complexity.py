@@ -12,6 +12,7 @@ import torch
 from cakes.configs import RELEASED
 from cakes.models import TemporalModel
 from cakes.complexity import count_flops, count_params
+from cakes.ops.forward import eval_forward
 from conftest_data import load_script
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -110,6 +111,22 @@ def test_count_flops_keeps_the_training_mode():
     model.eval()
     count_flops(model, 8)
     assert not any(m.training for m in model.modules())
+
+
+def test_an_eval_forward_that_raises_leaves_no_hook_and_the_training_mode():
+    """Shapes, FLOPs and conv-BN pairs are read off one eval forward; a forward that fails (a wrong input) must
+    not leave the model in eval mode or with hooks that would fire in every later step."""
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4)).train()
+    seen = []
+    with pytest.raises(RuntimeError):
+        eval_forward(model, torch.zeros(1, 5, 4, 4, 4), pre_hooks=[(model[0], lambda m, a: seen.append(m))],
+                     hooks=[(model[1], lambda m, a, out: seen.append(m))])
+    assert model.training and model[1].training and seen == [model[0]]
+    model(torch.zeros(1, 3, 4, 4, 4))
+    assert seen == [model[0]]
+    out = eval_forward(model, torch.zeros(1, 3, 4, 4, 4), hooks=[(model[1], lambda m, a, out: seen.append(m))])
+    assert out.shape == (1, 4, 2, 2, 2) and not out.requires_grad and seen == [model[0], model[1]]
+    assert model.training
 
 
 def test_count_flops_on_cpu_equals_meta():

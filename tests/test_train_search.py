@@ -89,10 +89,37 @@ def test_finetune_from_a_supernet_computes_the_supernet_function(dropout_family)
     assert torch.equal(pruned.cakes_ops()[0].bn.running_mean, first.bn.running_mean[kept])
 
 
-def test_finetune_refuses_a_config_that_does_not_match_the_supernet():
-    supernet, pruned = supernet_and_pruned('convst', False)
+def test_finetune_starts_a_budget_config_from_each_branchs_largest_scales():
+    """A budget's config (FLOPs, time, --width_multiple) moves channels between kinds: each branch takes its own
+    largest |BN scale|, as the budget valued them, not the released rule's. With the other channels silenced
+    (conv3 does not read them) the pruned network computes the supernet's function."""
+    torch.manual_seed(0)
+    supernet = TemporalModel(5, 2, op_code='convst', search=True, dropout=0.3).eval()
+    blocks = {name: m for name, m in supernet.named_modules() if hasattr(m, 'conv3')}
+    with torch.no_grad():
+        for op in supernet.cakes_ops():
+            op.bn.weight.copy_(torch.randn(op.bn.num_features))
+            op.bn.bias.uniform_(-0.1, 0.1)
     config = ops.prune_config(supernet.cakes_ops())
     config[0] = {'kxkxk': config[0]['kxkxk'] - 1, '1xkxk': config[0]['1xkxk'] + 1}
+    with torch.no_grad():
+        for (name, block), op, widths in zip(blocks.items(), supernet.cakes_ops(), config):
+            silent = torch.ones(op.bn.num_features, dtype=torch.bool)
+            for b, kind in enumerate(op.kinds):
+                branch = op.bn.weight[b * op.widths[b]:(b + 1) * op.widths[b]].abs()
+                silent[b * op.widths[b] + branch.topk(widths[kind]).indices] = False
+            block.conv3.weight[:, silent] = 0
+    pruned = TemporalModel(5, 2, op_code='convst', conv_config=config, dropout=0.3).eval()
+    init_from_supernet(pruned, supernet.state_dict())
+    clip = torch.randn(2, 6, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(pruned(clip), supernet(clip), atol=1e-4, rtol=1e-3)
+
+
+def test_finetune_refuses_a_dropout_supernet_a_config_other_than_the_released_rules():
+    supernet, pruned = supernet_and_pruned('convst', True)
+    config = [dict(zip(op.kinds, op.widths)) for op in pruned.cakes_ops()]
+    config[0] = {'kxkxk': config[0]['kxkxk'] - 1, '1xkxk': config[0]['1xkxk'] + 1}
     wrong = TemporalModel(5, 2, op_code='convst', conv_config=config, dropout=0.3)
-    with pytest.raises(UsageError, match='conv_config'):
+    with pytest.raises(UsageError, match='released rule'):
         init_from_supernet(wrong, supernet.state_dict())

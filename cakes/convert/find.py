@@ -12,6 +12,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from cakes.ops.forward import eval_forward
+
 
 @dataclass
 class Layer:
@@ -145,7 +147,7 @@ def sequential_followers(model, trace_error):
 def confirm_by_running(model, followers, example_input):
     """Keep a structural pair only if, on `example_input`, the convolution runs once and its BN reads
     exactly its output tensor."""
-    seen, hooks = {}, []
+    seen = {}
     pairs = {conv: bn for conv, (bn, reason) in followers.items() if reason is None}
 
     def record(name):
@@ -153,16 +155,8 @@ def confirm_by_running(model, followers, example_input):
             seen.setdefault(name, []).append((inputs[0], output))
         return hook
 
-    for name in list(pairs) + list(pairs.values()):
-        hooks.append(model.get_submodule(name).register_forward_hook(record(name)))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    names = list(pairs) + list(pairs.values())
+    eval_forward(model, example_input, hooks=[(model.get_submodule(name), record(name)) for name in names])
     for conv, bn in pairs.items():
         runs, bn_runs = seen.get(conv, []), seen.get(bn, [])
         if len(runs) != 1 or len(bn_runs) != 1 or bn_runs[0][0] is not runs[0][1]:

@@ -1,7 +1,9 @@
 """`--finetune`: start a pruned network from the channels of a supernet that pruning keeps."""
+import torch
+
 from cakes.ops import CakesOp
 from cakes.ops.kernels import kind_of_size
-from cakes.ops.search import kept_indices
+from cakes.ops.search import kept_indices, top_indices
 from cakes.errors import UsageError
 
 from .checkpoint import check_own_layout, is_supernet, load_weights, model_state
@@ -53,19 +55,28 @@ def _take_kept(state, name, op, dropout):
         branches.append(state.pop(f'{name}.convs.{len(branches)}.0.weight'))
     kinds = [kind_of_size(w.shape[2:]) for w in branches]
     width = branches[0].shape[0]
-    kept = kept_indices(state[bn + 'weight'], len(branches))
+    scale = state[bn + 'weight']
+    released = kept_indices(scale, len(branches))
+    picks, budget = [], False
     for j, (kind, planned) in enumerate(zip(op.kinds, op.widths)):
         if kind not in kinds:
             raise UsageError(f'--finetune: {name} has a {kind} branch that the supernet lacks: '
                              'use the op code the supernet was searched with')
         b = kinds.index(kind)
-        local = kept[(kept >= b * width) & (kept < (b + 1) * width)] - b * width
+        local = released[(released >= b * width) & (released < (b + 1) * width)] - b * width
         if len(local) != planned:
-            found = {k: int(((kept >= i * width) & (kept < (i + 1) * width)).sum()) for i, k in enumerate(kinds)}
-            raise UsageError(f'--finetune: {name} keeps {found} in the supernet but --conv_config gives '
-                             f'{dict(zip(op.kinds, op.widths))}: use the conv_config that --prune wrote '
-                             'for this checkpoint')
+            if dropout:  # its conv3 reads the released rule's channels only
+                found = {k: int(((released >= i * width) & (released < (i + 1) * width)).sum())
+                         for i, k in enumerate(kinds)}
+                raise UsageError(f'--finetune: {name} keeps {found} in the dropout supernet but --conv_config '
+                                 f'gives {dict(zip(op.kinds, op.widths))}: a dropout supernet starts only the '
+                                 'config that --prune wrote by the released rule')
+            # A budget's config (FLOPs, time, --width_multiple): the branch's own largest |BN scale|, as the
+            # budget valued it.
+            local, budget = top_indices(scale[b * width:(b + 1) * width].abs(), planned), True
         state[f'{name}.convs.{j}.0.weight'] = branches[b][local]
+        picks.append(local + b * width)
+    kept = torch.cat(picks) if budget else released
     for entry in BN_ENTRIES:
         state[f'{name}.out.0.{entry}'] = state.pop(bn + entry)[kept]
     state[f'{name}.out.0.num_batches_tracked'] = state.pop(bn + 'num_batches_tracked')

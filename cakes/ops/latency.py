@@ -28,6 +28,7 @@ from cakes.files import write_text_atomic
 from . import plans, timing
 from .kernels import kernel_shape, kind_of_size
 from .cakes import CakesOp
+from .forward import eval_forward
 from .op_time import OpTimes
 from .supernet import DropoutSupernetOp
 from .registry import default_widths
@@ -118,15 +119,7 @@ def op_shapes(model, example_input):
 
     def record(op, args):
         inputs.setdefault(op, tuple(args[0].shape[2:]))
-    handles = [op.register_forward_pre_hook(record) for op in ops]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example_input)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    eval_forward(model, example_input, pre_hooks=[(op, record) for op in ops])
     return [OpShape(op.convs[0][0].in_channels, inputs[op], tuple(op.convs[0][0].stride), kept_width(op),
                     tuple(op.kinds), op.k) for op in ops]
 

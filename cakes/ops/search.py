@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cakes.errors import UsageError
 
 from . import knapsack, plans
+from .forward import eval_forward
 from .kernels import VIDEO_KIND_NAMES, kernel_cost
 
 
@@ -158,11 +159,8 @@ def channel_costs(model, example_input, searchable_ops):
     branches as modules (CakesOp); for a dropout supernet pass the CAKES supernet of the same shapes."""
     names = {id(m): name for name, m in model.named_modules()}
     root = type(model).__name__
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), plans.off(), FlopCounterMode(display=False) as counter:  # per branch module
-        model(example_input)
-    model.train(was_training)
+    counter = FlopCounterMode(display=False)  # counts per module, so per branch
+    eval_forward(model, example_input, plans.off(), counter)
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return [{kind: counts.get(f'{root}.{names[id(branch)]}', 0) / width
              for kind, width, branch in zip(op.kinds, op.widths, op.convs)} for op in searchable_ops]
