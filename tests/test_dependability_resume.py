@@ -82,6 +82,7 @@ def test_a_stop_saves_and_the_resumed_run_matches_the_straight_one(data, straigh
                                                                    signum, call, iteration):
     """Resuming skips the batches done, in the same order and with the same RNG states: exact. A stop during
     validation saves the epoch as trained (iteration 2 of 2) and the resumed run validates it again."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # SIGINT is ignored in background jobs
     with monkeypatch.context() as patch:
         signal_at_loss(patch, signum, call)
         with pytest.raises(SystemExit) as exit_info:
@@ -93,7 +94,7 @@ def test_a_stop_saves_and_the_resumed_run_matches_the_straight_one(data, straigh
                     f'continue with --resume {path} (or --auto_resume)')
     saved = torch.load(path, weights_only=True)
     assert (saved['epoch'], saved['iteration']) == (0, iteration)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # handlers put back
     cli(data, tmp_path, '--epochs', '2', '--resume', path)
     printed = capsys.readouterr().out
     assert f"(epoch 0, iteration {iteration})" in printed
@@ -155,6 +156,7 @@ def test_a_nan_loss_stops_with_one_line_and_leaves_the_checkpoint_intact(data, t
 
 
 def test_repeated_sigterm_is_one_request_and_a_second_ctrl_c_interrupts():
+    before = signal.getsignal(signal.SIGTERM)
     stop = StopRequest()
     with stop.installed():
         os.kill(os.getpid(), signal.SIGTERM)
@@ -162,7 +164,7 @@ def test_repeated_sigterm_is_one_request_and_a_second_ctrl_c_interrupts():
         assert stop.signum == signal.SIGTERM and stop.exit_status == 143
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.fixture(scope='module')
