@@ -39,9 +39,22 @@ def keep_heap():
     if ('MALLOC_MMAP_MAX_' in os.environ or 'MALLOC_TRIM_THRESHOLD_' in os.environ
             or 'glibc.malloc' in os.environ.get('GLIBC_TUNABLES', '')):
         return False
+    mallopt = glibc_function('mallopt', ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
+def release_heap():
+    """Give the freed memory of a kept heap back to the system (glibc's malloc_trim; True when some was), as
+    before starting another process that needs as much again."""
+    trim = glibc_function('malloc_trim', ctypes.c_size_t)
+    return trim is not None and bool(trim(0))
+
+
+def glibc_function(name, *argtypes):
+    """The C library's function `name`, or None where there is none (not glibc: macOS, musl)."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+        function = getattr(ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6'), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = list(argtypes)
+    return function

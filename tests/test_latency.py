@@ -252,3 +252,21 @@ def test_latency_weights_are_each_kinds_share_of_its_time_at_all_channels():
     op.bn.weight.grad = torch.zeros(24)
     add_sparsity_grad([op], 0.1, True, costs)
     assert op.bn.weight.grad.tolist() == pytest.approx((0.1 * torch.tensor(shares) * op.bn.weight.sign()).tolist())
+
+
+# ---------------------------------------------------------------- whole networks
+
+def test_networks_are_timed_in_fresh_processes_of_the_group_size(monkeypatch):
+    from cakes.configs import RELEASED
+    from cakes.models.latency import VideoNetwork
+
+    def here(*args):
+        raise AssertionError('timed in this process')
+    monkeypatch.setattr(latency, 'network_step', here)  # a spawned process imports its own
+    network = VideoNetwork('conv1_2_3d', frames=2, input_size=32)
+    names = ['CAKES12D_P', 'CAKES23D_C', 'CAKES123D_P']
+    measured = network.measure({name: RELEASED[name] for name in names}, Setting(torch.device('cpu')), repeats=1,
+                               per_process=2)
+    assert list(measured) == names and all(ms > 0 for ms in measured.values())
+    with pytest.raises(AssertionError, match='timed in this process'):
+        network.measure({names[0]: RELEASED[names[0]]}, Setting(torch.device('cpu')), repeats=1)
