@@ -73,6 +73,7 @@ def test_the_scripts_apply_them_before_torch_loads(script):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ['[False]', 'True']  # called once, torch not yet loaded; loaded afterwards
 
+
 # Resident MiB of a fresh interpreter with the heap kept: after 320 MiB of tensors are freed, then after
 # release_heap (what VideoNetwork.measure calls before starting the processes that time networks).
 RELEASE = """
