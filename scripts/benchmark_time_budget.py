@@ -8,7 +8,8 @@ ways: (a) the released rule; (b) --target_gflops at --flops_share (0.8) of (a)'s
 --time_share (0.9) of (a)'s measured time; (d) --target_ms at (b)'s measured time. For each: measured ms, predicted
 ms (the latency table, cakes.ops.latency), GFLOPs and kept |BN scale|, with (c) and (d) beside their targets.
 Then the predicted and measured time of the released configs (--configs) on the same table. Every network is
-timed alone in a fresh process, the fastest of --repeats steps after one untimed
+timed in a fresh process with the one it is compared with ((a) with (c), (b) with (d); the released configs two
+by two), in alternating rounds, the fastest of --repeats steps after one untimed
 (cakes.models.latency.VideoNetwork.measure; many networks in one process run slower than any of them alone). The
 table is read from --tables DIR when measured there before, else measured and written there (or to the cache
 folder). The process is set up as main.py sets it up (cakes/runtime.py).
@@ -50,7 +51,7 @@ def parse_args(argv):
     p.add_argument('--configs', nargs='*', default=None, metavar='CONFIG',
                    help="released configs to predict and measure too (default: those of the op code's kinds)")
     p.add_argument('--repeats', type=int, default=5,
-                   help='timed steps of each network after one untimed; the fastest counts')
+                   help='timed rounds after one untimed; the fastest step of each network counts')
     p.add_argument('--tables', metavar='DIR', default=None,
                    help='read the latency table from DIR/MODE_bBATCH.json when there, else measure and write it')
     args = p.parse_args(argv)
@@ -104,13 +105,16 @@ def main(argv=None):
     configs = {'(a) released rule': prune_config(searchable)}
     target_flops = args.flops_share * flops(configs['(a) released rule'])
     configs['(b) FLOPs budget'] = prune_video_to_budget(supernet, target_flops, args.input_size).config
-    first = network.measure(configs, setting, args.repeats, per_process=1)
+    first = network.measure(configs, setting, args.repeats, per_process=2)
     targets = {'(c) time budget': args.time_share * first['(a) released rule'],
                '(d) time of (b)': first['(b) FLOPs budget']}
     budgets = {name: prune_to_time(searchable, table, target) for name, target in targets.items()}
     configs.update({name: budget.config for name, budget in budgets.items()})
     released = released_configs(args, table)
-    measured = network.measure({**configs, **released}, setting, args.repeats, per_process=1)
+    # Two to a fresh process, in alternating rounds: each budget beside the network it is compared with.
+    pairs = ['(a) released rule', '(c) time budget', '(b) FLOPs budget', '(d) time of (b)']
+    measured = network.measure({**{name: configs[name] for name in pairs}, **released}, setting, args.repeats,
+                               per_process=2)
 
     print(f"(a), (b) measured first: {first['(a) released rule']:.1f} ms, {first['(b) FLOPs budget']:.1f} ms; "
           f'targets (c) {targets["(c) time budget"]:.1f} ms, (d) {targets["(d) time of (b)"]:.1f} ms')

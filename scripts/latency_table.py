@@ -96,11 +96,11 @@ def check_ops(table, setting, count, repeats, log=print):
 
 
 def check_configs(table, setting, args, log=print):
-    """The networks of the named configs, each timed alone in a fresh process (the fastest of `repeats` steps),
-    beside their predicted time."""
+    """The networks of the named configs, timed two to a fresh process in alternating rounds (the fastest of
+    `repeats` steps each), beside their predicted time."""
     configs = {name: resolve_conv_config(name) for name in args.check_configs}
     predicted = {name: latency.predicted_time(full_config(config, table), table) for name, config in configs.items()}
-    measured = network_of(args).measure(configs, setting, args.repeats, per_process=1)
+    measured = network_of(args).measure(configs, setting, args.repeats, per_process=2)
     for name, ms in measured.items():
         log(f'  {name:<24} predicted {predicted[name]:9.1f} ms, measured {ms:9.1f} ms '
             f'({predicted[name] / ms - 1:+.1%})')

@@ -120,13 +120,13 @@ BUDGET_NOTES = {1: '', 0: ': the released rule already fits', -1: ': costlier ke
 def prune_to_time(args, model, classes):
     """--target_ms / --target_speedup: the config of most kept |BN scale| predicted within the time, on the table
     of this device (cakes.engine.latency.prune_table); printed beside the released rule's: predicted and measured
-    ms (the two networks timed at the end, in the table's setting, each alone in a fresh process, as a run of it
-    would be) and FLOPs."""
+    ms (the two networks timed at the end, in the table's setting, together in alternating rounds in a fresh
+    process, as a run would be) and FLOPs."""
     network, setting, table = prune_table(args, classes)
     searchable = model.cakes_ops()
     budget = prune_to_time_budget(searchable, table, args.target_ms, args.target_speedup, args.width_multiple)
     released = ops.prune_config(searchable, multiple=args.width_multiple)
-    measured = network.measure({'pruned': budget.config, 'released': released}, setting, per_process=1)
+    measured = network.measure({'pruned': budget.config, 'released': released}, setting, per_process=2)
     flops = video_flops(args.op_code, args.arch, args.num_segments, args.input_size, classes)
     key = table.key
     target = budget.released_ms / args.target_speedup if args.target_ms is None else args.target_ms

@@ -64,10 +64,12 @@ class VideoNetwork:
         """{name: measured ms} of the networks of `configs` ({name: config}), timed together in alternating
         rounds (cakes.ops.timing.fastest_in_rounds), as the table's rest was.
 
-        `per_process`: time them instead in fresh processes of that many networks each, one process after
-        another. A process that has run the train steps of many networks holds a fragmented heap that page-faults
-        in every step (here ten ResNet-50 train steps at batch 1 in one process measured up to 15% slower than
-        each alone, and at batch 8 they took 24 GB), which a run of one network never sees."""
+        `per_process`: time them instead in fresh processes of that many networks each (in alternating rounds
+        within each), one process after another. A process that has run the train steps of many networks holds a
+        fragmented heap that page-faults in every step (here ten ResNet-50 train steps at batch 1 in one process
+        measured up to 15% slower than each alone, and at batch 8 they took 24 GB), which a run of one network
+        never sees; two compared in one process see the same drift of the machine's speed (alone, each in its own
+        process, the same network measured up to 4% apart from one process to the next)."""
         if per_process is None:
             build = self.builder(setting)
             x = self.clip(setting.batch, setting.device)
